@@ -1,0 +1,171 @@
+//! Per-backend SQL: the one place where PostgreSQL, MySQL/MariaDB and SQLite differ.
+//!
+//! Everything that asks a server about itself (its role, its identity, its replication
+//! position) goes through [`Dialect`]; no other module matches on the backend.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{
+    AccessMode, ConnectionTrait, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
+    Statement, TransactionOptions, Value,
+};
+
+/// How a node answers questions about itself, by backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dialect(pub DbBackend);
+
+/// Who answered a query, as the server itself reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerIdentity {
+    /// PostgreSQL: `inet_server_port()`; MySQL: `@@port`; SQLite: 0.
+    pub port: i64,
+    /// MySQL: `@@server_id`; otherwise 0.
+    pub server_id: i64,
+    /// PostgreSQL: `pg_is_in_recovery()`; MySQL: `@@read_only`; SQLite: `PRAGMA query_only`.
+    pub read_only: bool,
+}
+
+impl std::fmt::Display for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = if self.read_only {
+            "read-only"
+        } else {
+            "read-write"
+        };
+        match (self.port, self.server_id) {
+            (0, 0) => write!(f, "embedded, {role}"),
+            (port, 0) => write!(f, "port {port}, {role}"),
+            (port, id) => write!(f, "port {port}, server_id {id}, {role}"),
+        }
+    }
+}
+
+impl Dialect {
+    fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
+        Statement::from_sql_and_values(self.0, sql, values)
+    }
+
+    /// How a unit's transaction begins. SQLite has no `READ ONLY` transactions (its reader pool
+    /// is opened read-only instead) and takes the write lock up front for read-write units, so
+    /// that two writers never deadlock upgrading their locks.
+    pub fn transaction_options(
+        self,
+        read_only: bool,
+        isolation: Option<IsolationLevel>,
+    ) -> TransactionOptions {
+        match self.0 {
+            DbBackend::Sqlite => TransactionOptions {
+                sqlite_transaction_mode: Some(if read_only {
+                    SqliteTransactionMode::Deferred
+                } else {
+                    SqliteTransactionMode::Immediate
+                }),
+                ..TransactionOptions::default()
+            },
+            _ => TransactionOptions {
+                isolation_level: isolation,
+                access_mode: read_only.then_some(AccessMode::ReadOnly),
+                sqlite_transaction_mode: None,
+            },
+        }
+    }
+
+    /// Asks the server which node it is and whether it is read-only.
+    pub async fn server_identity<C: ConnectionTrait>(
+        self,
+        conn: &C,
+    ) -> Result<ServerIdentity, DbErr> {
+        let sql = match self.0 {
+            DbBackend::Postgres => {
+                "SELECT COALESCE(inet_server_port(), 0)::int8 AS port, 0::int8 AS server_id, pg_is_in_recovery() AS ro"
+            }
+            DbBackend::MySql => {
+                "SELECT CAST(@@port AS SIGNED) AS port, CAST(@@server_id AS SIGNED) AS server_id, @@read_only = 1 AS ro"
+            }
+            _ => "SELECT 0 AS port, 0 AS server_id, query_only AS ro FROM pragma_query_only",
+        };
+        let row = conn
+            .query_one_raw(self.stmt(sql, vec![]))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("server identity".into()))?;
+        let read_only = match self.0 {
+            DbBackend::Postgres => row.try_get::<bool>("", "ro")?,
+            _ => row.try_get::<i64>("", "ro")? != 0,
+        };
+        Ok(ServerIdentity {
+            port: row.try_get("", "port")?,
+            server_id: row.try_get("", "server_id")?,
+            read_only,
+        })
+    }
+
+    /// True when the server reports that it is a replica (in recovery, or `read_only`).
+    /// SQLite has no server-side role and always answers false.
+    pub async fn is_replica<C: ConnectionTrait>(self, conn: &C) -> Result<bool, DbErr> {
+        match self.0 {
+            DbBackend::Postgres | DbBackend::MySql => {
+                Ok(self.server_identity(conn).await?.read_only)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The primary's current replication position: a WAL LSN on PostgreSQL, the GTID binlog
+    /// position on MariaDB. `None` where positions do not apply (SQLite).
+    pub async fn current_position<C: ConnectionTrait>(
+        self,
+        conn: &C,
+    ) -> Result<Option<String>, DbErr> {
+        let sql = match self.0 {
+            DbBackend::Postgres => "SELECT pg_current_wal_lsn()::text AS pos",
+            DbBackend::MySql => "SELECT CAST(@@gtid_binlog_pos AS CHAR) AS pos",
+            _ => return Ok(None),
+        };
+        let row = conn.query_one_raw(self.stmt(sql, vec![])).await?;
+        row.map(|r| r.try_get::<String>("", "pos")).transpose()
+    }
+
+    /// Waits until a replica has replayed `position` or `timeout` passes. Returns whether it did.
+    /// PostgreSQL polls `pg_last_wal_replay_lsn()` (`WAIT FOR LSN` is PostgreSQL 19+);
+    /// MariaDB uses `MASTER_GTID_WAIT`.
+    pub async fn wait_replayed<C: ConnectionTrait>(
+        self,
+        conn: &C,
+        position: &str,
+        timeout: Duration,
+    ) -> Result<bool, DbErr> {
+        match self.0 {
+            DbBackend::Postgres => {
+                let deadline = Instant::now() + timeout;
+                let mut pause = Duration::from_millis(2);
+                loop {
+                    let row = conn
+                        .query_one_raw(self.stmt(
+                            "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) AS done",
+                            vec![position.into()],
+                        ))
+                        .await?;
+                    if row.map(|r| r.try_get::<bool>("", "done")).transpose()? == Some(true) {
+                        return Ok(true);
+                    }
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(pause.min(deadline - now)).await;
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+            }
+            DbBackend::MySql => {
+                let row = conn
+                    .query_one_raw(self.stmt(
+                        "SELECT CAST(MASTER_GTID_WAIT(?, ?) AS SIGNED) AS rc",
+                        vec![position.into(), timeout.as_secs_f64().into()],
+                    ))
+                    .await?;
+                Ok(row.map(|r| r.try_get::<i64>("", "rc")).transpose()? == Some(0))
+            }
+            _ => Ok(true),
+        }
+    }
+}

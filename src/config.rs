@@ -1,0 +1,323 @@
+//! Configuration: which nodes, their pools, and what to do when no replica is eligible.
+//!
+//! Build it in code with [`ReplicatedDatabase::builder`](crate::ReplicatedDatabase::builder),
+//! deserialize it with serde, or read it from the environment with [`ReplicaConfig::from_env`]:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `DATABASE_URL` | the primary (required) |
+//! | `DATABASE_REPLICA_URLS` | the replicas, comma-separated (optional; none → everything runs on the primary) |
+//!
+//! ```
+//! use sea_orm_replica::ReplicaConfig;
+//! let config: ReplicaConfig = serde_json::from_str(r#"{
+//!     "primary": { "url": "postgres://app@10.0.0.1/app", "pool": { "max_connections": 20 } },
+//!     "replicas": [ { "url": "postgres://app@10.0.0.2/app", "name": "east" } ],
+//!     "fallback": "error"
+//! }"#).unwrap();
+//! assert_eq!(config.replicas[0].name.as_deref(), Some("east"));
+//! ```
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, DbBackend};
+use serde::{Deserialize, Serialize};
+
+use crate::ReplicaError;
+
+/// The whole configuration of a [`ReplicatedDatabase`](crate::ReplicatedDatabase).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// The node that takes writes (and migrations).
+    pub primary: NodeConfig,
+    /// Read replicas. Empty: every unit runs on the primary.
+    #[serde(default)]
+    pub replicas: Vec<NodeConfig>,
+    /// What a read-only unit does when no replica is eligible.
+    #[serde(default)]
+    pub fallback: Fallback,
+    /// For an SQLite file primary with no replicas configured: open a second, read-only pool on
+    /// the same file (WAL mode) and use it as the replica. Default: true.
+    #[serde(default = "default_true")]
+    pub sqlite_reader_pool: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// One database node and its pool.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Connection URL: `postgres://`, `mysql://` / `mariadb://`, or `sqlite:`.
+    pub url: String,
+    /// A name for logs, spans, stats and errors. Default: `primary`, `replica-1`, `replica-2`, …
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Pool options for this node.
+    #[serde(default)]
+    pub pool: PoolConfig,
+}
+
+/// Pool options of one node. Unset fields keep SeaORM's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Largest number of connections.
+    pub max_connections: Option<u32>,
+    /// Connections kept open when idle.
+    pub min_connections: Option<u32>,
+    /// Time allowed to open one connection, in milliseconds.
+    pub connect_timeout_ms: Option<u64>,
+    /// Time allowed to wait for a pooled connection, in milliseconds.
+    pub acquire_timeout_ms: Option<u64>,
+    /// Idle connections are closed after this many milliseconds.
+    pub idle_timeout_ms: Option<u64>,
+    /// Connections are recycled after this many milliseconds.
+    pub max_lifetime_ms: Option<u64>,
+    /// Server-side statement timeout in milliseconds (PostgreSQL).
+    pub statement_timeout_ms: Option<u64>,
+    /// Log every statement through sqlx's logger. Default: false.
+    pub sqlx_logging: Option<bool>,
+}
+
+/// What a read-only unit does when no replica is eligible.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fallback {
+    /// Run on the primary, in a `READ ONLY` transaction (the default).
+    #[default]
+    Primary,
+    /// Fail with [`ReplicaError::NoReplicaAvailable`].
+    Error,
+}
+
+impl NodeConfig {
+    /// A node with SeaORM's default pool options.
+    pub fn new(url: impl Into<String>) -> Self {
+        NodeConfig {
+            url: url.into(),
+            ..NodeConfig::default()
+        }
+    }
+
+    /// Names the node.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Sets the pool options.
+    pub fn pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
+        self
+    }
+
+    /// Sets the largest number of pooled connections.
+    pub fn max_connections(mut self, n: u32) -> Self {
+        self.pool.max_connections = Some(n);
+        self
+    }
+
+    /// Sets how long a unit may wait for a pooled connection.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.acquire_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+
+    /// Sets how long opening one connection may take.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.connect_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ReplicaConfig {
+    /// A configuration with only a primary.
+    pub fn new(primary: impl Into<String>) -> Self {
+        ReplicaConfig {
+            primary: NodeConfig::new(primary),
+            replicas: Vec::new(),
+            fallback: Fallback::Primary,
+            sqlite_reader_pool: true,
+        }
+    }
+
+    /// Reads `DATABASE_URL` and `DATABASE_REPLICA_URLS` (comma-separated, may be absent).
+    pub fn from_env() -> Result<Self, ReplicaError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Like [`from_env`](Self::from_env), with the variables looked up by `get`.
+    ///
+    /// ```
+    /// use sea_orm_replica::ReplicaConfig;
+    /// let config = ReplicaConfig::from_vars(|name| match name {
+    ///     "DATABASE_URL" => Some("postgres://db1/app".into()),
+    ///     "DATABASE_REPLICA_URLS" => Some("postgres://db2/app, postgres://db3/app".into()),
+    ///     _ => None,
+    /// }).unwrap();
+    /// assert_eq!(config.replicas.len(), 2);
+    /// ```
+    pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ReplicaError> {
+        let primary = get("DATABASE_URL")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or(ReplicaError::MissingEnv("DATABASE_URL"))?;
+        let mut config = ReplicaConfig::new(primary.trim());
+        if let Some(list) = get("DATABASE_REPLICA_URLS") {
+            config.replicas = list
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(NodeConfig::new)
+                .collect();
+        }
+        Ok(config)
+    }
+}
+
+/// A node's configuration after validation: its name, backend and the redacted URL.
+#[derive(Debug, Clone)]
+pub(crate) struct ValidNode {
+    pub name: String,
+    pub backend: DbBackend,
+    pub redacted_url: String,
+    pub config: NodeConfig,
+}
+
+impl ValidNode {
+    pub(crate) fn validate(config: &NodeConfig, default_name: &str) -> Result<Self, ReplicaError> {
+        let name = config
+            .name
+            .clone()
+            .unwrap_or_else(|| default_name.to_owned());
+        let redacted_url = redact(&config.url);
+        let invalid = |reason: &str| ReplicaError::InvalidUrl {
+            node: name.clone(),
+            url: redacted_url.clone(),
+            reason: reason.to_owned(),
+        };
+        let scheme = config
+            .url
+            .split_once(':')
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .ok_or_else(|| invalid("no scheme; expected postgres://, mysql:// or sqlite:"))?;
+        let backend = match scheme.as_str() {
+            "postgres" | "postgresql" => DbBackend::Postgres,
+            "mysql" | "mariadb" => DbBackend::MySql,
+            "sqlite" => DbBackend::Sqlite,
+            _ => {
+                return Err(invalid(
+                    "unsupported scheme; expected postgres://, mysql:// or sqlite:",
+                ))
+            }
+        };
+        if backend != DbBackend::Sqlite {
+            let url = url::Url::parse(&config.url).map_err(|e| invalid(&e.to_string()))?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(invalid("no host"));
+            }
+        }
+        let mut config = config.clone();
+        if scheme == "mariadb" {
+            config.url = format!("mysql{}", &config.url["mariadb".len()..]);
+        }
+        Ok(ValidNode {
+            name,
+            backend,
+            redacted_url,
+            config,
+        })
+    }
+
+    /// SeaORM connect options for this node.
+    pub(crate) fn connect_options(&self) -> ConnectOptions {
+        let mut opts = ConnectOptions::new(self.config.url.clone());
+        let pool = &self.config.pool;
+        opts.sqlx_logging(pool.sqlx_logging.unwrap_or(false));
+        if let Some(n) = pool.max_connections {
+            opts.max_connections(n);
+        }
+        if let Some(n) = pool.min_connections {
+            opts.min_connections(n);
+        }
+        if let Some(ms) = pool.connect_timeout_ms {
+            opts.connect_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = pool.acquire_timeout_ms {
+            opts.acquire_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = pool.idle_timeout_ms {
+            opts.idle_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = pool.max_lifetime_ms {
+            opts.max_lifetime(Duration::from_millis(ms));
+        }
+        if let Some(ms) = pool.statement_timeout_ms {
+            opts.statement_timeout(Duration::from_millis(ms));
+        }
+        opts
+    }
+}
+
+/// The URL with its password replaced by `***`, safe for logs and errors.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        // Unparseable: keep only the scheme, the rest may hold a secret.
+        Err(_) => match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:…"),
+            None => "…".to_owned(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_lists_replicas_and_trims() {
+        let c = ReplicaConfig::from_vars(|n| match n {
+            "DATABASE_URL" => Some(" mysql://root@h/app ".into()),
+            "DATABASE_REPLICA_URLS" => Some("mysql://r1/app,, mysql://r2/app ,".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.primary.url, "mysql://root@h/app");
+        let urls: Vec<_> = c.replicas.iter().map(|r| r.url.as_str()).collect();
+        assert_eq!(urls, ["mysql://r1/app", "mysql://r2/app"]);
+    }
+
+    #[test]
+    fn missing_primary_is_typed() {
+        let err = ReplicaConfig::from_vars(|_| None).unwrap_err();
+        assert!(matches!(err, ReplicaError::MissingEnv("DATABASE_URL")));
+    }
+
+    #[test]
+    fn bad_urls_are_typed_and_redacted() {
+        for url in ["redis://x", "nonsense", "postgres://user:hunter2@/db"] {
+            let err = ValidNode::validate(&NodeConfig::new(url), "primary").unwrap_err();
+            assert!(
+                matches!(err, ReplicaError::InvalidUrl { .. }),
+                "{url}: {err}"
+            );
+            assert!(!err.to_string().contains("hunter2"), "{err}");
+        }
+        let ok = ValidNode::validate(&NodeConfig::new("mariadb://u:pw@h:3306/app"), "r").unwrap();
+        assert_eq!(ok.backend, DbBackend::MySql);
+        assert_eq!(ok.redacted_url, "mariadb://u:***@h:3306/app");
+        assert!(ok.config.url.starts_with("mysql://"));
+    }
+}

@@ -1,0 +1,558 @@
+//! The replicated database handle and its builder.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use sea_orm::sqlx::sqlite::SqliteJournalMode;
+use sea_orm::{
+    AccessMode, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
+    DbErr, ExecResult, IsolationLevel, QueryResult, Statement, StreamTrait, TransactionError,
+    TransactionOptions, TransactionTrait,
+};
+use tracing::Instrument;
+
+use crate::access::{Access, ReadOnly, ReadWrite};
+use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
+use crate::node::{Node, Role};
+use crate::policy::{Balancer, RoundRobin, Route, Router};
+use crate::scope::scoped_route;
+use crate::statement_kind::{classify, StatementKind};
+use crate::stats::{HandleCounters, NodeCounters, StatsSnapshot};
+use crate::unit::{run_in, UnitOfWork, UnitOptions};
+use crate::ReplicaError;
+
+/// A primary and its replicas, each a SeaORM [`DatabaseConnection`] pool.
+///
+/// Cheap to clone (one `Arc`). Used directly, as a [`ConnectionTrait`], it runs everything on
+/// the primary — the safe default — except inside a [`read_only_scope`](crate::read_only_scope),
+/// where reads go to a replica and writes are refused. Units of work route by their type:
+/// [`begin_read_only`](Self::begin_read_only) / [`read_only`](Self::read_only) to a replica,
+/// [`begin_read_write`](Self::begin_read_write) / [`read_write`](Self::read_write) to the primary.
+#[derive(Clone, Debug)]
+pub struct ReplicatedDatabase {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    router: Router,
+    backend: DbBackend,
+    counters: HandleCounters,
+}
+
+/// Builds a [`ReplicatedDatabase`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), sea_orm_replica::ReplicaError> {
+/// use sea_orm_replica::{NodeConfig, ReplicatedDatabase};
+/// let db = ReplicatedDatabase::builder()
+///     .primary("postgres://app@127.0.0.1:5432/app")
+///     .replica("postgres://app@127.0.0.1:5433/app")
+///     .replica_node(NodeConfig::new("postgres://app@127.0.0.1:5434/app").name("far").max_connections(4))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Default)]
+#[must_use]
+pub struct ReplicatedDatabaseBuilder {
+    primary: Option<NodeConfig>,
+    replicas: Vec<NodeConfig>,
+    fallback: Fallback,
+    sqlite_reader_pool: Option<bool>,
+    balancer: Option<Box<dyn Balancer>>,
+}
+
+impl ReplicatedDatabaseBuilder {
+    /// Sets the primary by URL.
+    pub fn primary(self, url: impl Into<String>) -> Self {
+        self.primary_node(NodeConfig::new(url))
+    }
+
+    /// Sets the primary with its own name and pool options.
+    pub fn primary_node(mut self, node: NodeConfig) -> Self {
+        self.primary = Some(node);
+        self
+    }
+
+    /// Adds a replica by URL.
+    pub fn replica(self, url: impl Into<String>) -> Self {
+        self.replica_node(NodeConfig::new(url))
+    }
+
+    /// Adds a replica with its own name and pool options.
+    pub fn replica_node(mut self, node: NodeConfig) -> Self {
+        self.replicas.push(node);
+        self
+    }
+
+    /// What read-only units do when no replica is available. Default: [`Fallback::Primary`].
+    pub fn fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
+    }
+
+    /// For an SQLite file with no replicas: open a read-only reader pool on it. Default: true.
+    pub fn sqlite_reader_pool(mut self, enabled: bool) -> Self {
+        self.sqlite_reader_pool = Some(enabled);
+        self
+    }
+
+    /// How read-only units choose among replicas. Default: [`RoundRobin`].
+    pub fn balancer(mut self, balancer: impl Balancer) -> Self {
+        self.balancer = Some(Box::new(balancer));
+        self
+    }
+
+    /// Takes everything from a [`ReplicaConfig`].
+    pub fn config(mut self, config: ReplicaConfig) -> Self {
+        self.primary = Some(config.primary);
+        self.replicas = config.replicas;
+        self.fallback = config.fallback;
+        self.sqlite_reader_pool = Some(config.sqlite_reader_pool);
+        self
+    }
+
+    /// Validates the configuration and connects to every node.
+    pub async fn connect(self) -> Result<ReplicatedDatabase, ReplicaError> {
+        let primary = self
+            .primary
+            .ok_or_else(|| ReplicaError::Config("no primary configured".into()))?;
+        let primary = ValidNode::validate(&primary, "primary")?;
+        let mut replicas = self
+            .replicas
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ValidNode::validate(r, &format!("replica-{}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let backend = primary.backend;
+        if let Some(odd) = replicas.iter().find(|r| r.backend != backend) {
+            return Err(ReplicaError::BackendMismatch {
+                node: odd.name.clone(),
+                expected: backend.as_str(),
+                found: odd.backend.as_str(),
+            });
+        }
+        let sqlite_reader = backend == DbBackend::Sqlite
+            && replicas.is_empty()
+            && self.sqlite_reader_pool.unwrap_or(true)
+            && !is_sqlite_memory(&primary.config.url);
+        if sqlite_reader {
+            let mut reader = primary.clone();
+            reader.name = "sqlite-reader".into();
+            replicas.push(reader);
+        }
+
+        let primary_conn = connect_node(&primary, Role::Primary).await?;
+        let primary = Arc::new(Node::new(
+            primary.name,
+            Role::Primary,
+            primary.redacted_url,
+            primary_conn,
+        ));
+        let mut replica_nodes = Vec::with_capacity(replicas.len());
+        for r in replicas {
+            let conn = connect_node(&r, Role::Replica).await?;
+            replica_nodes.push(Arc::new(Node::new(
+                r.name,
+                Role::Replica,
+                r.redacted_url,
+                conn,
+            )));
+        }
+        tracing::info!(
+            primary = primary.name(),
+            replicas = replica_nodes.len(),
+            backend = backend.as_str(),
+            "replicated database connected"
+        );
+        Ok(ReplicatedDatabase {
+            inner: Arc::new(Inner {
+                router: Router {
+                    primary,
+                    replicas: replica_nodes,
+                    balancer: self
+                        .balancer
+                        .unwrap_or_else(|| Box::new(RoundRobin::default())),
+                    fallback: self.fallback,
+                },
+                backend,
+                counters: HandleCounters::default(),
+            }),
+        })
+    }
+}
+
+fn is_sqlite_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
+/// Opens one node's pool. SQLite gets one writer connection in WAL mode, and readers that
+/// open the file read-only.
+async fn connect_node(node: &ValidNode, role: Role) -> Result<DatabaseConnection, ReplicaError> {
+    let mut opts = node.connect_options();
+    if node.backend == DbBackend::Sqlite {
+        let memory = is_sqlite_memory(&node.config.url);
+        match role {
+            Role::Primary => {
+                if node.config.pool.max_connections.is_none() {
+                    opts.max_connections(1);
+                }
+                opts.map_sqlx_sqlite_opts(move |o| {
+                    let o = o
+                        .create_if_missing(true)
+                        .busy_timeout(std::time::Duration::from_secs(5));
+                    if memory {
+                        o
+                    } else {
+                        o.journal_mode(SqliteJournalMode::Wal)
+                    }
+                });
+            }
+            Role::Replica => {
+                if node.config.pool.max_connections.is_none() {
+                    opts.max_connections(4);
+                }
+                opts.map_sqlx_sqlite_opts(|o| {
+                    o.read_only(true)
+                        .pragma("query_only", "ON")
+                        .busy_timeout(std::time::Duration::from_secs(5))
+                });
+            }
+        }
+    }
+    Database::connect(opts)
+        .await
+        .map_err(|source| ReplicaError::Unreachable {
+            node: node.name.clone(),
+            url: node.redacted_url.clone(),
+            source,
+        })
+}
+
+impl ReplicatedDatabase {
+    /// Starts a builder.
+    pub fn builder() -> ReplicatedDatabaseBuilder {
+        ReplicatedDatabaseBuilder::default()
+    }
+
+    /// Connects with a [`ReplicaConfig`].
+    pub async fn connect(config: ReplicaConfig) -> Result<Self, ReplicaError> {
+        Self::builder().config(config).connect().await
+    }
+
+    /// Connects with [`ReplicaConfig::from_env`] (`DATABASE_URL`, `DATABASE_REPLICA_URLS`).
+    pub async fn connect_from_env() -> Result<Self, ReplicaError> {
+        Self::connect(ReplicaConfig::from_env()?).await
+    }
+
+    pub(crate) fn router(&self) -> &Router {
+        &self.inner.router
+    }
+
+    pub(crate) fn counters(&self) -> &HandleCounters {
+        &self.inner.counters
+    }
+
+    /// The SQL dialect all nodes share.
+    pub fn backend(&self) -> DbBackend {
+        self.inner.backend
+    }
+
+    /// The primary node.
+    pub fn primary(&self) -> &Node {
+        &self.inner.router.primary
+    }
+
+    /// The replica nodes (for SQLite, the reader pool).
+    pub fn replicas(&self) -> impl ExactSizeIterator<Item = &Node> {
+        self.inner.router.replicas.iter().map(|n| &**n)
+    }
+
+    /// Every node, primary first.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.inner.router.nodes()
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes().find(|n| n.name() == name)
+    }
+
+    /// A copy of the counters: units and statements per node, pool acquisitions, fallbacks.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot::collect(self.nodes(), &self.inner.counters)
+    }
+
+    /// Opens a read-only unit. Takes no connection: the first statement does.
+    pub fn begin_read_only(&self) -> UnitOfWork<ReadOnly> {
+        self.begin_unit(UnitOptions::default())
+    }
+
+    /// Opens a read-write unit on the primary. Takes no connection: the first statement does.
+    pub fn begin_read_write(&self) -> UnitOfWork<ReadWrite> {
+        self.begin_unit(UnitOptions::default())
+    }
+
+    /// Opens a unit with options; the access mode is the type parameter.
+    pub fn begin_unit<A: Access>(&self, options: UnitOptions) -> UnitOfWork<A> {
+        UnitOfWork::open(self.clone(), options, None)
+    }
+
+    /// Runs `callback` in a read-only unit, like SeaORM's
+    /// [`transaction`](TransactionTrait::transaction): `Ok` commits, `Err` rolls back.
+    pub async fn read_only<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c UnitOfWork<ReadOnly>,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        run_in(self.begin_read_only(), callback).await
+    }
+
+    /// Runs `callback` in a read-write unit on the primary: `Ok` commits, `Err` rolls back.
+    ///
+    /// ```no_run
+    /// # use sea_orm_replica::ReplicatedDatabase;
+    /// # use sea_orm::{ConnectionTrait, DbErr};
+    /// # async fn demo(db: &ReplicatedDatabase) -> Result<(), sea_orm::TransactionError<DbErr>> {
+    /// db.read_write(|unit| Box::pin(async move {
+    ///     unit.execute_unprepared("UPDATE banner SET name = 'x' WHERE id = 1").await?;
+    ///     Ok::<_, DbErr>(())
+    /// })).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_write<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c UnitOfWork<ReadWrite>,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        run_in(self.begin_read_write(), callback).await
+    }
+
+    /// Runs `callback` in a unit with options; the access mode is the type parameter.
+    pub async fn run_unit<A, F, T, E>(
+        &self,
+        options: UnitOptions,
+        callback: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        A: Access,
+        F: for<'c> FnOnce(
+                &'c UnitOfWork<A>,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        run_in(self.begin_unit::<A>(options), callback).await
+    }
+
+    /// Where a statement sent to the handle goes: the primary, or inside a read-only scope the
+    /// scope's replica (after the write check).
+    fn ambient(&self, sql: &str) -> Result<Option<Route>, DbErr> {
+        let key = Arc::as_ptr(&self.inner) as usize;
+        let Some(route) = scoped_route(key, || {
+            let route = self.router().route(true)?;
+            NodeCounters::bump(&route.node.counters.units);
+            if route.reason.is_read_only_on_primary() {
+                self.counters()
+                    .fallbacks
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::debug!(
+                node = route.node.name(),
+                reason = route.reason.as_str(),
+                "read-only scope routed"
+            );
+            Ok(route)
+        }) else {
+            return Ok(None);
+        };
+        if let StatementKind::Write(keyword) = classify(sql) {
+            return Err(ReplicaError::WriteInReadOnly {
+                keyword: keyword.to_owned(),
+            }
+            .into());
+        }
+        route.map(Some).map_err(DbErr::from)
+    }
+}
+
+/// Runs one statement sent to the handle: on the primary, or in a read-only scope on its node
+/// (inside a `READ ONLY` transaction when that node is the primary).
+macro_rules! on_ambient {
+    ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
+        let route = $self.ambient($sql)?;
+        let node: &Node = match &route {
+            Some(route) => &route.node,
+            None => $self.primary(),
+        };
+        NodeCounters::bump(&node.counters.statements);
+        NodeCounters::bump(&node.counters.acquisitions);
+        let result = match &route {
+            Some(route) if route.reason.is_read_only_on_primary() => {
+                let options = node.dialect().transaction_options(true, None);
+                let txn = node.connection().begin_with_options(options).await?;
+                let result = {
+                    let $c = &txn;
+                    $call.await
+                };
+                match result {
+                    Ok(value) => txn.commit().await.map(|_| value),
+                    Err(err) => Err(err),
+                }
+            }
+            _ => {
+                let $c = node.connection();
+                $call.await
+            }
+        };
+        result.inspect_err(|e| node.observe_error(e))
+    }};
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for ReplicatedDatabase {
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.backend
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        on_ambient!(self, &stmt.sql, |c| c.execute_raw(stmt.clone()))
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_ambient!(self, sql, |c| c.execute_unprepared(sql))
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_ambient!(self, &stmt.sql, |c| c.query_one_raw(stmt.clone()))
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_ambient!(self, &stmt.sql, |c| c.query_all_raw(stmt.clone()))
+    }
+}
+
+impl StreamTrait for ReplicatedDatabase {
+    type Stream<'a> = sea_orm::QueryStream;
+
+    fn get_database_backend(&self) -> DbBackend {
+        self.inner.backend
+    }
+
+    /// Streams from the primary, or in a read-only scope from the scope's node. (A stream on
+    /// the primary in a read-only scope is checked by the write guard only; it is not wrapped
+    /// in a `READ ONLY` transaction.)
+    fn stream_raw<'a>(
+        &'a self,
+        stmt: Statement,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
+        Box::pin(async move {
+            let route = self.ambient(&stmt.sql)?;
+            let node: &Node = route.as_ref().map_or(self.primary(), |r| &r.node);
+            NodeCounters::bump(&node.counters.statements);
+            NodeCounters::bump(&node.counters.acquisitions);
+            node.connection()
+                .stream_raw(stmt)
+                .await
+                .inspect_err(|e| node.observe_error(e))
+        })
+    }
+}
+
+impl ReplicatedDatabase {
+    /// The connection a plain `begin` uses and the access mode it needs.
+    fn ambient_txn_target(&self) -> Result<(&DatabaseConnection, Option<AccessMode>), DbErr> {
+        let key = Arc::as_ptr(&self.inner) as usize;
+        match scoped_route(key, || self.router().route(true)) {
+            None => Ok((self.primary().connection(), None)),
+            Some(route) => {
+                let route = route?;
+                let node = self
+                    .nodes()
+                    .find(|n| std::ptr::eq(*n, &*route.node))
+                    .unwrap_or(self.primary());
+                Ok((node.connection(), Some(AccessMode::ReadOnly)))
+            }
+        }
+    }
+}
+
+/// A plain SeaORM transaction: on the primary, or in a read-only scope a `READ ONLY`
+/// transaction on the scope's node.
+#[async_trait::async_trait]
+impl TransactionTrait for ReplicatedDatabase {
+    type Transaction = DatabaseTransaction;
+
+    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.begin_with_config(None, None).await
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        let (conn, forced) = self.ambient_txn_target()?;
+        if forced.is_some() && access_mode == Some(AccessMode::ReadWrite) {
+            return Err(ReplicaError::WriteInReadOnly {
+                keyword: "BEGIN READ WRITE".into(),
+            }
+            .into());
+        }
+        conn.begin_with_config(isolation_level, forced.or(access_mode))
+            .in_current_span()
+            .await
+    }
+
+    async fn begin_with_options(
+        &self,
+        options: TransactionOptions,
+    ) -> Result<DatabaseTransaction, DbErr> {
+        self.begin_with_config(options.isolation_level, options.access_mode)
+            .await
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        self.transaction_with_config(callback, None, None).await
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(
+                &'c DatabaseTransaction,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let (conn, forced) = self
+            .ambient_txn_target()
+            .map_err(TransactionError::Connection)?;
+        conn.transaction_with_config(callback, isolation_level, forced.or(access_mode))
+            .await
+    }
+}

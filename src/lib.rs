@@ -1,0 +1,66 @@
+//! # sea-orm-replica
+//!
+//! Replica-aware units of work for [SeaORM](https://www.sea-ql.org/SeaORM/): mark a unit of work
+//! read-only and its reads go to a replica; read-write units and migrations go to the primary;
+//! the connection is taken at the first statement, not when the unit opens.
+//!
+//! ```no_run
+//! use sea_orm_replica::{ReplicatedDatabase, Repository};
+//! # use entity::banner;
+//! # struct Banners; impl Repository for Banners { type Entity = banner::Entity; }
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let db = ReplicatedDatabase::connect_from_env().await?;   // DATABASE_URL, DATABASE_REPLICA_URLS
+//!
+//! let unit = db.begin_read_write();                        // primary, when it first runs
+//! let saved = Banners::insert(&unit, banner::ActiveModel { name: sea_orm::Set("spring sale".into()), ..Default::default() }).await?;
+//! unit.commit().await?;
+//!
+//! let unit = db.begin_read_only();                         // a replica, when it first runs
+//! let found = Banners::find_by_id(&unit, saved.id).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Architecture, one concept per module
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`config`] | nodes, pools, fallback; serde and environment variables |
+//! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
+//! | [`access`] | read-only / read-write as types; [`Writable`] |
+//! | [`unit`] | the lazy [`UnitOfWork`] and what it promises |
+//! | [`policy`] | routing policy: which node, and why ([`RouteReason`]) |
+//! | [`node`] | a node: pool, role, passive health |
+//! | [`scope`] | the ambient, task-scoped [`read_only_scope`] |
+//! | [`statement_kind`] | is a statement a read or a write |
+//! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
+//! | [`migrate`] | migrations on the primary only |
+//! | [`backend`] | per-backend SQL: roles, identities, replication positions |
+//! | [`stats`] | where work went |
+//! | [`error`] | [`ReplicaError`] |
+#![warn(missing_docs)]
+
+pub mod access;
+pub mod backend;
+pub mod config;
+pub mod database;
+pub mod error;
+pub mod migrate;
+pub mod node;
+pub mod policy;
+pub mod repository;
+pub mod scope;
+pub mod statement_kind;
+pub mod stats;
+pub mod unit;
+
+pub use access::{Access, ReadOnly, ReadWrite, Writable};
+pub use config::{Fallback, NodeConfig, PoolConfig, ReplicaConfig};
+pub use database::{ReplicatedDatabase, ReplicatedDatabaseBuilder};
+pub use error::ReplicaError;
+pub use migrate::{MigrateOptions, MigrationReport};
+pub use node::{Node, Role};
+pub use policy::{Balancer, RoundRobin, Route, RouteReason};
+pub use repository::{Page, Repository};
+pub use scope::{in_read_only_scope, read_only_scope};
+pub use stats::{NodeStats, StatsSnapshot};
+pub use unit::{UnitOfWork, UnitOptions};

@@ -1,0 +1,461 @@
+//! The lazy unit of work.
+//!
+//! Opening a [`UnitOfWork`] takes nothing from any pool. Its first statement picks the node
+//! (read-write → primary; read-only → a replica), takes a connection and, where the unit needs
+//! one, starts the transaction. A unit that runs no statement never touches a pool, and its
+//! commit is a no-op — the fix Spring needs `LazyConnectionDataSourceProxy` for, built in.
+//!
+//! # What a unit promises
+//!
+//! * **Read-write units** are one transaction on the primary: `BEGIN` at the first statement,
+//!   `COMMIT` at [`commit`](UnitOfWork::commit) (or when the closure returns `Ok`), rollback on drop.
+//! * **Read-only units** run every statement on one node, chosen at the first statement, and
+//!   refuse writes before they reach a server. By default each statement sees the data
+//!   committed (or, on a replica, replayed) before it started, and never older data than the
+//!   statement before it: *statement-level consistency*, what PostgreSQL's default `READ
+//!   COMMITTED` gives inside a transaction. It costs no `BEGIN`/`COMMIT` round trips, so a
+//!   one-query read-only unit costs what the query costs. Ask for
+//!   [`UnitOptions::snapshot`] (or any isolation level) to run them in one `READ ONLY`
+//!   transaction that sees a single snapshot.
+//! * A read-only unit that falls back to the primary (no replica available) always runs in a
+//!   `READ ONLY` transaction, so the server refuses writes too.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::time::Instant;
+
+use futures_util::Stream;
+use sea_orm::{
+    AccessMode, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel,
+    QueryResult, Statement, StreamTrait, TransactionError, TransactionOptions, TransactionSession,
+    TransactionTrait,
+};
+use tokio::sync::OnceCell;
+use tracing::{field::Empty, Instrument, Span};
+
+use crate::access::Access;
+use crate::policy::{Route, RouteReason};
+use crate::statement_kind::{classify, StatementKind};
+use crate::stats::NodeCounters;
+use crate::{ReplicaError, ReplicatedDatabase};
+
+/// Options of one unit of work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitOptions {
+    isolation: Option<IsolationLevel>,
+}
+
+impl UnitOptions {
+    /// Default options: read-only units get statement-level consistency; read-write units the
+    /// server's default isolation.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs the unit in one transaction at this isolation level (for a read-only unit, a
+    /// `READ ONLY` transaction: one `BEGIN` and one `COMMIT` more).
+    pub fn isolation(mut self, level: IsolationLevel) -> Self {
+        self.isolation = Some(level);
+        self
+    }
+
+    /// A read-only unit whose statements all see one snapshot (`REPEATABLE READ, READ ONLY`).
+    pub fn snapshot(self) -> Self {
+        self.isolation(IsolationLevel::RepeatableRead)
+    }
+
+    /// The isolation level asked for, if any.
+    pub fn isolation_level(&self) -> Option<IsolationLevel> {
+        self.isolation
+    }
+}
+
+/// Where a unit's statements run once it has started.
+enum Active {
+    /// Each statement on the node's pool (read-only units with statement-level consistency).
+    Pool(Route),
+    /// One transaction (or savepoint) on the node.
+    Txn(Route, DatabaseTransaction),
+}
+
+impl Active {
+    fn route(&self) -> &Route {
+        match self {
+            Active::Pool(route) | Active::Txn(route, _) => route,
+        }
+    }
+}
+
+/// A unit of work: read-only or read-write by its type parameter ([`ReadOnly`](crate::ReadOnly),
+/// [`ReadWrite`](crate::ReadWrite)), lazy, and usable wherever SeaORM takes a connection.
+///
+/// ```no_run
+/// # use sea_orm_replica::ReplicatedDatabase;
+/// # use sea_orm::{ConnectionTrait, Statement};
+/// # async fn demo(db: &ReplicatedDatabase) -> Result<(), sea_orm::DbErr> {
+/// let unit = db.begin_read_only();          // no connection taken yet
+/// let row = unit.query_one_raw(Statement::from_string(unit.get_database_backend(), "SELECT 1")).await?;
+/// unit.commit().await?;                      // nothing to commit on a statement-level read-only unit
+/// # Ok(()) }
+/// ```
+#[must_use = "a unit of work does nothing until a statement runs in it, and rolls back when dropped"]
+pub struct UnitOfWork<A: Access> {
+    db: ReplicatedDatabase,
+    options: UnitOptions,
+    /// Set for nested units: the node their parent uses.
+    pinned: Option<Route>,
+    state: OnceCell<Active>,
+    span: Span,
+    opened: Instant,
+    _access: PhantomData<A>,
+}
+
+impl<A: Access> std::fmt::Debug for UnitOfWork<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitOfWork")
+            .field("access", &A::NAME)
+            .field("options", &self.options)
+            .field("node", &self.node_name())
+            .finish()
+    }
+}
+
+impl<A: Access> UnitOfWork<A> {
+    pub(crate) fn open(
+        db: ReplicatedDatabase,
+        options: UnitOptions,
+        pinned: Option<Route>,
+    ) -> Self {
+        db.counters()
+            .units_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let span = tracing::info_span!(
+            "unit_of_work",
+            access = A::NAME,
+            node = Empty,
+            role = Empty,
+            reason = Empty,
+            wait_us = Empty,
+        );
+        UnitOfWork {
+            db,
+            options,
+            pinned,
+            state: OnceCell::new(),
+            span,
+            opened: Instant::now(),
+            _access: PhantomData,
+        }
+    }
+
+    fn started(db: ReplicatedDatabase, options: UnitOptions, active: Active) -> Self {
+        let unit = Self::open(db, options, None);
+        unit.record_route(active.route(), Instant::now());
+        let _ = unit.state.set(active);
+        unit
+    }
+
+    /// The name of the node this unit runs on; `None` until its first statement.
+    pub fn node_name(&self) -> Option<&str> {
+        self.state.get().map(|a| a.route().node.name())
+    }
+
+    /// The routing decision, once the first statement has made it.
+    pub fn route(&self) -> Option<&Route> {
+        self.state.get().map(Active::route)
+    }
+
+    /// True once a statement has run (and a connection was taken).
+    pub fn is_started(&self) -> bool {
+        self.state.initialized()
+    }
+
+    /// The tracing span of this unit.
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Commits. A unit that ran no statement, or ran statement-level reads only, has nothing
+    /// to commit and returns at once.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        let span = self.span.clone();
+        match self.state.into_inner() {
+            Some(Active::Txn(route, txn)) => txn
+                .commit()
+                .instrument(span)
+                .await
+                .inspect_err(|e| route.node.observe_error(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rolls back. A unit that ran no statement returns at once.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        let span = self.span.clone();
+        match self.state.into_inner() {
+            Some(Active::Txn(_, txn)) => txn.rollback().instrument(span).await,
+            _ => Ok(()),
+        }
+    }
+
+    fn guard(&self, sql: &str) -> Result<(), DbErr> {
+        if A::READ_ONLY {
+            if let StatementKind::Write(keyword) = classify(sql) {
+                let err = ReplicaError::WriteInReadOnly {
+                    keyword: keyword.to_owned(),
+                };
+                tracing::warn!(parent: &self.span, %err, "refused");
+                return Err(err.into());
+            }
+        }
+        Ok(())
+    }
+
+    fn record_route(&self, route: &Route, started: Instant) {
+        let node = &route.node;
+        NodeCounters::bump(&node.counters.units);
+        if route.reason == RouteReason::Fallback {
+            self.db
+                .counters()
+                .fallbacks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.span.record("node", node.name());
+        self.span.record("role", node.role().as_str());
+        self.span.record("reason", route.reason.as_str());
+        self.span.record(
+            "wait_us",
+            started.duration_since(self.opened).as_micros() as u64,
+        );
+    }
+
+    /// The unit's connection: routes and, where needed, begins on the first call.
+    async fn active(&self) -> Result<&Active, DbErr> {
+        self.state
+            .get_or_try_init(|| async {
+                let started = Instant::now();
+                let route = match &self.pinned {
+                    Some(route) => route.clone(),
+                    None => self.db.router().route(A::READ_ONLY).map_err(DbErr::from)?,
+                };
+                let in_txn = !A::READ_ONLY
+                    || self.options.isolation.is_some()
+                    || route.reason.is_read_only_on_primary();
+                let active = if in_txn {
+                    let node = &route.node;
+                    NodeCounters::bump(&node.counters.acquisitions);
+                    let options = node
+                        .dialect()
+                        .transaction_options(A::READ_ONLY, self.options.isolation);
+                    let txn = node
+                        .connection()
+                        .begin_with_options(options)
+                        .await
+                        .inspect_err(|e| node.observe_error(e))?;
+                    Active::Txn(route, txn)
+                } else {
+                    Active::Pool(route)
+                };
+                self.record_route(active.route(), started);
+                tracing::debug!(parent: &self.span, "unit started");
+                Ok(active)
+            })
+            .instrument(self.span.clone())
+            .await
+    }
+
+    /// Opens a nested unit: a savepoint inside this unit's transaction, or, for a
+    /// statement-level read-only unit, a unit pinned to the same node.
+    async fn nested(&self, options: UnitOptions) -> Result<Self, DbErr> {
+        match self.active().await? {
+            Active::Txn(route, txn) => {
+                let savepoint = txn.begin().await?;
+                let route = Route {
+                    node: route.node.clone(),
+                    reason: RouteReason::Inherited,
+                };
+                Ok(Self::started(
+                    self.db.clone(),
+                    options,
+                    Active::Txn(route, savepoint),
+                ))
+            }
+            Active::Pool(route) => {
+                let route = Route {
+                    node: route.node.clone(),
+                    reason: RouteReason::Inherited,
+                };
+                Ok(Self::open(self.db.clone(), options, Some(route)))
+            }
+        }
+    }
+}
+
+/// Runs one statement on whatever the unit is connected to.
+macro_rules! on_active {
+    ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
+        $self.guard($sql)?;
+        let active = $self.active().await?;
+        let node = &active.route().node;
+        NodeCounters::bump(&node.counters.statements);
+        let result = match active {
+            Active::Pool(route) => {
+                NodeCounters::bump(&node.counters.acquisitions);
+                let $c = route.node.connection();
+                $call.instrument($self.span.clone()).await
+            }
+            Active::Txn(_, txn) => {
+                let $c = txn;
+                $call.instrument($self.span.clone()).await
+            }
+        };
+        result.inspect_err(|e| node.observe_error(e))
+    }};
+}
+
+#[async_trait::async_trait]
+impl<A: Access> ConnectionTrait for UnitOfWork<A> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.db.backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        on_active!(self, &stmt.sql, |c| c.execute_raw(stmt.clone()))
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        on_active!(self, sql, |c| c.execute_unprepared(sql))
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        on_active!(self, &stmt.sql, |c| c.query_one_raw(stmt.clone()))
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        on_active!(self, &stmt.sql, |c| c.query_all_raw(stmt.clone()))
+    }
+}
+
+/// The row stream of a unit of work.
+pub type UnitStream<'a> = Pin<Box<dyn Stream<Item = Result<QueryResult, DbErr>> + Send + 'a>>;
+
+impl<A: Access> StreamTrait for UnitOfWork<A> {
+    type Stream<'a> = UnitStream<'a>;
+
+    fn get_database_backend(&self) -> DbBackend {
+        self.db.backend()
+    }
+
+    fn stream_raw<'a>(
+        &'a self,
+        stmt: Statement,
+    ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
+        Box::pin(async move {
+            on_active!(self, &stmt.sql, |c| async {
+                c.stream_raw(stmt.clone())
+                    .await
+                    .map(|s| Box::pin(s) as UnitStream<'a>)
+            })
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: Access> TransactionSession for UnitOfWork<A> {
+    async fn commit(self) -> Result<(), DbErr> {
+        UnitOfWork::commit(self).await
+    }
+
+    async fn rollback(self) -> Result<(), DbErr> {
+        UnitOfWork::rollback(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: Access> TransactionTrait for UnitOfWork<A> {
+    type Transaction = UnitOfWork<A>;
+
+    async fn begin(&self) -> Result<Self, DbErr> {
+        self.nested(self.options).await
+    }
+
+    async fn begin_with_config(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<Self, DbErr> {
+        if A::READ_ONLY && access_mode == Some(AccessMode::ReadWrite) {
+            return Err(ReplicaError::WriteInReadOnly {
+                keyword: "BEGIN READ WRITE".into(),
+            }
+            .into());
+        }
+        let options = UnitOptions {
+            isolation: isolation_level.or(self.options.isolation),
+        };
+        self.nested(options).await
+    }
+
+    async fn begin_with_options(&self, options: TransactionOptions) -> Result<Self, DbErr> {
+        self.begin_with_config(options.isolation_level, options.access_mode)
+            .await
+    }
+
+    async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(&'c Self) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let unit = self.begin().await.map_err(TransactionError::Connection)?;
+        run_in(unit, callback).await
+    }
+
+    async fn transaction_with_config<F, T, E>(
+        &self,
+        callback: F,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> FnOnce(&'c Self) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send,
+        T: Send,
+        E: std::fmt::Display + std::fmt::Debug + Send,
+    {
+        let unit = self
+            .begin_with_config(isolation_level, access_mode)
+            .await
+            .map_err(TransactionError::Connection)?;
+        run_in(unit, callback).await
+    }
+}
+
+/// Runs `callback` in `unit`: commits on `Ok`, rolls back on `Err`.
+pub(crate) async fn run_in<A, F, T, E>(
+    unit: UnitOfWork<A>,
+    callback: F,
+) -> Result<T, TransactionError<E>>
+where
+    A: Access,
+    F: for<'c> FnOnce(&'c UnitOfWork<A>) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+        + Send,
+    T: Send,
+    E: std::fmt::Display + std::fmt::Debug + Send,
+{
+    let result = callback(&unit).await;
+    match result {
+        Ok(value) => {
+            unit.commit().await.map_err(TransactionError::Connection)?;
+            Ok(value)
+        }
+        Err(err) => {
+            unit.rollback()
+                .await
+                .map_err(TransactionError::Connection)?;
+            Err(TransactionError::Transaction(err))
+        }
+    }
+}
