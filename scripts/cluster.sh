@@ -1,0 +1,662 @@
+#!/usr/bin/env bash
+# scripts/cluster.sh — throw-away replicated database clusters for the
+# sea-orm-replica integration tests.
+#
+# Everything runs on 127.0.0.1 only, with its own ports and temporary data
+# directories under $CLUSTER_DIR. System-wide servers (PostgreSQL on 5432,
+# MariaDB on 3306) are never touched.
+#
+#   scripts/cluster.sh start  [pg|mariadb|all]   (re)create and start clusters
+#   scripts/cluster.sh stop   [pg|mariadb|all]   stop them and delete data dirs
+#   scripts/cluster.sh status                    show nodes, ports and roles
+#   scripts/cluster.sh env                       print the env file
+#
+# Topology
+#   PostgreSQL : primary      $SOR_PG_PORT_BASE     (default 55432)
+#                replica1     $SOR_PG_PORT_BASE+1   streaming, hot standby
+#                replica2     $SOR_PG_PORT_BASE+2   streaming, delayed by
+#                                                   $PG_LAG_DELAY (default 500ms)
+#   MariaDB    : primary      $SOR_MYSQL_PORT_BASE   (default 53306), binlog+GTID
+#                replica      $SOR_MYSQL_PORT_BASE+1 GTID replica, read_only=1
+#                (root@127.0.0.1 on the replica lacks SUPER/READ_ONLY ADMIN, so
+#                 writes there fail with ERROR 1290 as on a real read replica)
+#
+# Environment
+#   CLUSTER_DIR            data/log root        (default /tmp/sea-orm-replica-cluster)
+#   SOR_PG_PORT_BASE       first PostgreSQL port (default 55432)
+#   SOR_MYSQL_PORT_BASE    first MariaDB port    (default 53306)
+#   PG_LAG_DELAY           recovery_min_apply_delay of replica2 (default 500ms)
+#   PG_BINDIR              PostgreSQL bin dir override (default: newest
+#                          /usr/lib/postgresql/*/bin)
+#   SOR_WAIT_TIMEOUT       seconds for every bounded wait (default 60)
+#   SOR_MYSQL_REPLICA_WRITABLE=1  keep SUPER for root on the MariaDB replica
+#
+# After `start`, `source $CLUSTER_DIR/env` exports SOR_PG_PRIMARY_URL,
+# SOR_PG_REPLICA_URL, SOR_PG_LAGGING_URL, SOR_MYSQL_PRIMARY_URL,
+# SOR_MYSQL_REPLICA_URL and SOR_CLUSTER_DIR.
+#
+# Root handling: PostgreSQL refuses to run as root, so when invoked as root
+# the PostgreSQL directories are owned by `postgres` and all server-side
+# PostgreSQL tools run via `runuser -u postgres --`. MariaDB runs as the
+# invoking user (with --user=root when that is root).
+
+set -euo pipefail
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+CLUSTER_DIR="${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}"
+PG_PORT_BASE="${SOR_PG_PORT_BASE:-55432}"
+MY_PORT_BASE="${SOR_MYSQL_PORT_BASE:-53306}"
+PG_LAG_DELAY="${PG_LAG_DELAY:-500ms}"
+WAIT_TIMEOUT="${SOR_WAIT_TIMEOUT:-60}"
+
+PG_NODES=(primary replica1 replica2)
+
+IS_ROOT=0
+[[ "$(id -u)" -eq 0 ]] && IS_ROOT=1
+
+# ---------------------------------------------------------------------------
+# Generic helpers
+# ---------------------------------------------------------------------------
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit "${1:-0}"
+}
+
+# wait_until <description> <command...>
+# Polls <command> every 0.1 s until it succeeds or $WAIT_TIMEOUT elapses.
+wait_until() {
+    local what="$1"; shift
+    local deadline=$(( $(date +%s) + WAIT_TIMEOUT ))
+    until "$@" >/dev/null 2>&1; do
+        if (( $(date +%s) >= deadline )); then
+            log "timed out after ${WAIT_TIMEOUT}s waiting for: $what"
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# port_in_use <port> — true if something accepts TCP connections on 127.0.0.1:<port>.
+port_in_use() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# require_free_port <port> <what>
+require_free_port() {
+    if port_in_use "$1"; then
+        die "port $1 (for $2) on 127.0.0.1 is already in use by another process." \
+            "Stop it or choose another port base (SOR_PG_PORT_BASE / SOR_MYSQL_PORT_BASE)."
+    fi
+}
+
+# pid_alive <pid>
+pid_alive() { [[ -n "$1" ]] && kill -0 "$1" 2>/dev/null; }
+
+# as_root <command...> — run with root privileges (sudo when needed).
+as_root() {
+    if (( IS_ROOT )); then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root privileges to run '$*' but not root and sudo is not installed." \
+            "Install the packages manually: postgresql mariadb-server"
+    fi
+}
+
+# Refuse to operate on obviously dangerous cluster directories (we rm -rf below it).
+check_cluster_dir() {
+    [[ -n "$CLUSTER_DIR" ]] || die "CLUSTER_DIR is empty"
+    CLUSTER_DIR="$(realpath -m -- "$CLUSTER_DIR")"
+    case "$CLUSTER_DIR" in
+        /|/bin|/boot|/dev|/etc|/home|/lib|/lib64|/opt|/proc|/root|/run|/sbin|/srv|/sys|/tmp|/usr|/var|/var/lib|/var/lib/*sql*)
+            die "refusing to use CLUSTER_DIR=$CLUSTER_DIR" ;;
+    esac
+    [[ "$CLUSTER_DIR" != "${HOME:-/nonexistent}" ]] || die "refusing to use CLUSTER_DIR=\$HOME"
+    PG_DIR="$CLUSTER_DIR/pg"
+    MY_DIR="$CLUSTER_DIR/mariadb"
+    LOG_DIR="$CLUSTER_DIR/logs"
+    ENV_FILE="$CLUSTER_DIR/env"
+}
+
+# Create the cluster root and log dir, traversable by the postgres user.
+prepare_cluster_dir() {
+    mkdir -p "$CLUSTER_DIR" "$LOG_DIR" 2>/dev/null \
+        || die "cannot create $CLUSTER_DIR (owned by another user?). Set CLUSTER_DIR to a writable path."
+    [[ -w "$CLUSTER_DIR" ]] || die "$CLUSTER_DIR is not writable by $(id -un). Set CLUSTER_DIR to another path."
+    chmod 755 "$CLUSTER_DIR" "$LOG_DIR"
+}
+
+# ---------------------------------------------------------------------------
+# Binary discovery and package installation
+# ---------------------------------------------------------------------------
+
+# Sets PG_BIN to the directory holding initdb/pg_ctl/psql (newest version wins).
+find_pg_bindir() {
+    PG_BIN=""
+    if [[ -n "${PG_BINDIR:-}" ]]; then
+        [[ -x "$PG_BINDIR/initdb" ]] || die "PG_BINDIR=$PG_BINDIR has no initdb"
+        PG_BIN="$PG_BINDIR"
+        return 0
+    fi
+    local initdb
+    initdb="$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)"
+    if [[ -n "$initdb" ]]; then
+        PG_BIN="$(dirname "$initdb")"
+    elif command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+        PG_BIN="$(dirname "$(command -v initdb)")"      # non-Debian layout
+    else
+        return 1
+    fi
+}
+
+# first_cmd <name...> — prints the path of the first available command.
+first_cmd() {
+    local c
+    for c in "$@"; do
+        if command -v "$c" >/dev/null 2>&1; then command -v "$c"; return 0; fi
+        # mariadbd/mysqld usually live in /usr/sbin, which a normal user may lack in PATH.
+        if [[ -x "/usr/sbin/$c" ]]; then echo "/usr/sbin/$c"; return 0; fi
+    done
+    return 1
+}
+
+# Sets MY_SERVER, MY_INSTALL_DB, MY_CLIENT, MY_ADMIN.
+find_mariadb_bins() {
+    MY_SERVER="$(first_cmd mariadbd mysqld)" || return 1
+    MY_INSTALL_DB="$(first_cmd mariadb-install-db mysql_install_db)" || return 1
+    MY_CLIENT="$(first_cmd mariadb mysql)" || return 1
+    MY_ADMIN="$(first_cmd mariadb-admin mysqladmin)" || return 1
+}
+
+# ensure_packages <pg|mariadb|all> — apt-get install whatever server is missing.
+ensure_packages() {
+    local want="$1" pkgs=()
+    if [[ "$want" == pg || "$want" == all ]] && ! find_pg_bindir; then
+        pkgs+=(postgresql)
+    fi
+    if [[ "$want" == mariadb || "$want" == all ]] && ! find_mariadb_bins; then
+        pkgs+=(mariadb-server)
+    fi
+    (( ${#pkgs[@]} )) || return 0
+
+    command -v apt-get >/dev/null 2>&1 \
+        || die "missing packages (${pkgs[*]}) and apt-get is not available; install them manually."
+    log "installing missing packages: ${pkgs[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "${pkgs[@]}"
+
+    if [[ " ${pkgs[*]} " == *" postgresql "* ]]; then
+        find_pg_bindir || die "postgresql installed but initdb not found under /usr/lib/postgresql/*/bin"
+    fi
+    if [[ " ${pkgs[*]} " == *" mariadb-server "* ]]; then
+        find_mariadb_bins || die "mariadb-server installed but mariadbd/mariadb-install-db not found"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# PostgreSQL
+# ---------------------------------------------------------------------------
+
+pg_port() {   # pg_port <node> (reads the port base recorded at start, if any)
+    local base="$PG_PORT_BASE"
+    [[ -f "$PG_DIR/port_base" ]] && base="$(<"$PG_DIR/port_base")"
+    case "$1" in
+        primary)  echo "$base" ;;
+        replica1) echo $(( base + 1 )) ;;
+        replica2) echo $(( base + 2 )) ;;
+    esac
+}
+
+# as_pg <command...> — run a server-side PostgreSQL tool as a non-root user.
+as_pg() {
+    if (( IS_ROOT )); then
+        getent passwd postgres >/dev/null || die "running as root but there is no 'postgres' OS user"
+        (cd / && runuser -u postgres -- "$@")
+    else
+        "$@"
+    fi
+}
+
+# pg_own <path...> — hand paths to the postgres user when we are root.
+pg_own() { (( IS_ROOT )) && chown -R postgres: "$@"; return 0; }
+
+# psql_at <port> <sql> — run SQL as superuser postgres over TCP, unaligned tuples.
+psql_at() {
+    PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" -X -q -A -t -v ON_ERROR_STOP=1 \
+        -h 127.0.0.1 -p "$1" -U postgres -d "${3:-postgres}" -c "$2"
+}
+
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres; }
+
+# pg_running <node> — true if pg_ctl reports the node's postmaster alive.
+pg_running() {
+    [[ -f "$PG_DIR/$1/PG_VERSION" ]] || return 1
+    as_pg "$PG_BIN/pg_ctl" status -D "$PG_DIR/$1" >/dev/null 2>&1
+}
+
+# Settings shared by every node (appended last to postgresql.conf, so they win).
+pg_common_conf() {
+    cat <<EOF
+
+# --- sea-orm-replica test cluster ---
+port = $1
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$PG_DIR'
+max_connections = 200
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+wal_keep_size = 256MB
+hot_standby = on
+fsync = off
+logging_collector = off
+EOF
+}
+
+pg_write_hba() {
+    cat >"$1/pg_hba.conf" <<'EOF'
+# sea-orm-replica test cluster: loopback only, trust.
+local   all          all                 trust
+local   replication  all                 trust
+host    all          all   127.0.0.1/32  trust
+host    replication  all   127.0.0.1/32  trust
+EOF
+}
+
+# pg_start_node <node> — pg_ctl start and wait (bounded) until it accepts connections.
+pg_start_node() {
+    local node="$1" port; port="$(pg_port "$node")"
+    local logf="$LOG_DIR/pg-$node.log"
+    : >"$logf"; pg_own "$logf"
+    as_pg "$PG_BIN/pg_ctl" start -w -t "$WAIT_TIMEOUT" -D "$PG_DIR/$node" -l "$logf" >/dev/null \
+        || { tail -n 20 "$logf" >&2; die "PostgreSQL $node failed to start (log: $logf)"; }
+    wait_until "PostgreSQL $node on port $port" pg_ready "$port" \
+        || { tail -n 20 "$logf" >&2; die "PostgreSQL $node not ready (log: $logf)"; }
+}
+
+pg_init_primary() {
+    local dir="$PG_DIR/primary" port; port="$(pg_port primary)"
+    log "PostgreSQL primary: initdb ($("$PG_BIN/postgres" --version))"
+    as_pg "$PG_BIN/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
+        >"$LOG_DIR/pg-initdb.log" 2>&1 \
+        || as_pg "$PG_BIN/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C \
+            >"$LOG_DIR/pg-initdb.log" 2>&1 \
+        || { cat "$LOG_DIR/pg-initdb.log" >&2; die "initdb failed"; }
+    pg_common_conf "$port" >>"$dir/postgresql.conf"
+    pg_write_hba "$dir"
+    pg_own "$dir"
+    pg_start_node primary
+    psql_at "$port" "CREATE DATABASE app"
+    log "PostgreSQL primary up on 127.0.0.1:$port"
+}
+
+# pg_init_replica <node> [apply_delay] — base backup from the primary, then start as standby.
+pg_init_replica() {
+    local node="$1" delay="${2:-}" dir="$PG_DIR/$1"
+    local port pport; port="$(pg_port "$node")"; pport="$(pg_port primary)"
+    log "PostgreSQL $node: pg_basebackup from primary${delay:+ (apply delay $delay)}"
+    as_pg "$PG_BIN/pg_basebackup" -D "$dir" -R -X stream -c fast -C -S "$node" \
+        -d "host=127.0.0.1 port=$pport user=postgres application_name=$node" \
+        >"$LOG_DIR/pg-basebackup-$node.log" 2>&1 \
+        || { cat "$LOG_DIR/pg-basebackup-$node.log" >&2; die "pg_basebackup for $node failed"; }
+    {
+        pg_common_conf "$port"
+        echo "hot_standby_feedback = on"
+        echo "primary_conninfo = 'host=127.0.0.1 port=$pport user=postgres application_name=$node'"
+        echo "primary_slot_name = '$node'"
+        [[ -n "$delay" ]] && echo "recovery_min_apply_delay = '$delay'"
+    } >>"$dir/postgresql.conf"
+    pg_own "$dir"
+    pg_start_node "$node"
+    [[ "$(psql_at "$port" 'SELECT pg_is_in_recovery()')" == t ]] \
+        || die "PostgreSQL $node on port $port is not in recovery"
+    log "PostgreSQL $node up on 127.0.0.1:$port (standby)"
+}
+
+# The primary must report both standbys as streaming.
+pg_streaming_count_is() {
+    [[ "$(psql_at "$(pg_port primary)" \
+        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" == "$1" ]]
+}
+
+pg_start() {
+    [[ "$PG_LAG_DELAY" =~ ^[0-9]+(us|ms|s|min|h|d)?$ ]] \
+        || die "PG_LAG_DELAY='$PG_LAG_DELAY' is not a PostgreSQL time value (e.g. 500ms)"
+    find_pg_bindir || die "PostgreSQL binaries not found"
+    local node
+    for node in "${PG_NODES[@]}"; do require_free_port "$(PG_DIR=/nonexistent pg_port "$node")" "pg $node"; done
+
+    mkdir -p "$PG_DIR"
+    chmod 755 "$PG_DIR"
+    echo "$PG_PORT_BASE" >"$PG_DIR/port_base"
+    pg_own "$PG_DIR"
+
+    pg_init_primary
+    pg_init_replica replica1
+    pg_init_replica replica2 "$PG_LAG_DELAY"
+    wait_until "both PostgreSQL standbys streaming" pg_streaming_count_is 2 \
+        || die "PostgreSQL standbys are not streaming (see $LOG_DIR/pg-*.log)"
+    log "PostgreSQL cluster ready"
+}
+
+# pg_stop_node <node> — fast shutdown, escalating to immediate and SIGKILL.
+pg_stop_node() {
+    local node="$1" dir="$PG_DIR/$1"
+    pg_running "$node" || return 0
+    log "stopping PostgreSQL $node"
+    as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m fast -w -t 30 >/dev/null 2>&1 \
+        || as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m immediate -w -t 30 >/dev/null 2>&1 \
+        || true
+    if [[ -f "$dir/postmaster.pid" ]]; then
+        local pid; pid="$(head -n1 "$dir/postmaster.pid")"
+        if pid_alive "$pid"; then
+            kill -KILL "$pid" 2>/dev/null || true
+            wait_until "PostgreSQL $node (pid $pid) to exit" bash -c "! kill -0 $pid" \
+                || die "could not stop PostgreSQL $node (pid $pid)"
+        fi
+    fi
+}
+
+pg_stop() {
+    if [[ -d "$PG_DIR" ]]; then
+        if find_pg_bindir; then
+            # Standbys first so they do not spam their logs reconnecting.
+            pg_stop_node replica2
+            pg_stop_node replica1
+            pg_stop_node primary
+        else
+            log "WARNING: PostgreSQL binaries not found; cannot stop servers in $PG_DIR"
+        fi
+        rm -rf "$PG_DIR"
+    fi
+}
+
+pg_status() {
+    [[ -d "$PG_DIR" ]] || { echo "postgres: not started (no $PG_DIR)"; return 0; }
+    find_pg_bindir || { echo "postgres: binaries not found"; return 0; }
+    local node port out
+    for node in "${PG_NODES[@]}"; do
+        port="$(pg_port "$node")"
+        if out="$(psql_at "$port" "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' ELSE 'primary' END
+                 || ' in_recovery=' || pg_is_in_recovery()
+                 || coalesce(' apply_delay=' || nullif(current_setting('recovery_min_apply_delay'), '0'), '')
+                 || ' version=' || current_setting('server_version')" 2>/dev/null)"; then
+            printf 'postgres %-8s 127.0.0.1:%-5s up    %s\n' "$node" "$port" "$out"
+        else
+            printf 'postgres %-8s 127.0.0.1:%-5s down\n' "$node" "$port"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------
+# MariaDB
+# ---------------------------------------------------------------------------
+
+my_port() {   # my_port <primary|replica>
+    local base="$MY_PORT_BASE"
+    [[ -f "$MY_DIR/port_base" ]] && base="$(<"$MY_DIR/port_base")"
+    case "$1" in
+        primary) echo "$base" ;;
+        replica) echo $(( base + 1 )) ;;
+    esac
+}
+
+my_sock()  { echo "$MY_DIR/$1/mysql.sock"; }
+my_pid()   { [[ -f "$MY_DIR/$1/mariadbd.pid" ]] && cat "$MY_DIR/$1/mariadbd.pid" || true; }
+
+# my_sql_sock <node> <sql> — run SQL as root over the unix socket (setup phase).
+my_sql_sock() {
+    "$MY_CLIENT" --no-defaults --socket="$(my_sock "$1")" -uroot -N -B -e "$2"
+}
+
+# my_sql <port> <sql> — run SQL as root over TCP (what the tests use).
+my_sql() {
+    "$MY_CLIENT" --no-defaults --protocol=tcp -h127.0.0.1 -P"$1" -uroot \
+        --connect-timeout=5 -N -B -e "$2"
+}
+
+my_ping_sock() { "$MY_ADMIN" --no-defaults --socket="$(my_sock "$1")" -uroot --connect-timeout=2 ping; }
+
+# my_start_node <node> <server_id> [extra mariadbd args...]
+my_start_node() {
+    local node="$1" sid="$2"; shift 2
+    local dir="$MY_DIR/$node" port; port="$(my_port "$node")"
+    local logf="$LOG_DIR/mariadb-$node.log"
+    local user_args=()
+    (( IS_ROOT )) && user_args=(--user=root)
+
+    mkdir -p "$dir/data" "$dir/tmp"
+    log "MariaDB $node: install-db"
+    "$MY_INSTALL_DB" --no-defaults --datadir="$dir/data" "${user_args[@]}" \
+        --auth-root-authentication-method=normal --skip-test-db \
+        >"$LOG_DIR/mariadb-install-db-$node.log" 2>&1 \
+        || { tail -n 30 "$LOG_DIR/mariadb-install-db-$node.log" >&2; die "mariadb-install-db failed for $node"; }
+
+    : >"$logf"
+    # setsid+nohup detaches the server from this shell; all output goes to the log.
+    setsid nohup "$MY_SERVER" --no-defaults "${user_args[@]}" \
+        --datadir="$dir/data" --tmpdir="$dir/tmp" \
+        --port="$port" --bind-address=127.0.0.1 --skip-name-resolve \
+        --socket="$(my_sock "$node")" --pid-file="$dir/mariadbd.pid" --log-error="$logf" \
+        --server-id="$sid" --log-bin="$dir/data/binlog" --relay-log="$dir/data/relay" \
+        --binlog-format=ROW --gtid-strict-mode=1 --log-slave-updates=1 \
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+        --innodb-buffer-pool-size=64M --max-connections=200 \
+        "$@" </dev/null >>"$logf" 2>&1 &
+    wait_until "MariaDB $node on socket" my_ping_sock "$node" \
+        || { tail -n 20 "$logf" >&2; die "MariaDB $node failed to start (log: $logf)"; }
+
+    # Make sure root can log in over TCP from 127.0.0.1 with an empty password.
+    # sql_log_bin=0 keeps this node-local setup out of the binlog.
+    my_sql_sock "$node" "SET sql_log_bin = 0;
+        CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+        DROP USER IF EXISTS ''@'localhost';
+        FLUSH PRIVILEGES;"
+    [[ "$(my_sql "$port" 'SELECT @@server_id')" == "$sid" ]] \
+        || die "MariaDB $node: root cannot connect over TCP on 127.0.0.1:$port"
+    log "MariaDB $node up on 127.0.0.1:$port (server_id=$sid)"
+}
+
+# Both replication threads of the replica report Yes.
+my_replica_running() {
+    local st; st="$("$MY_CLIENT" --no-defaults --protocol=tcp -h127.0.0.1 -P"$(my_port replica)" \
+        -uroot -e 'SHOW SLAVE STATUS\G')"
+    grep -q 'Slave_IO_Running: Yes' <<<"$st" && grep -q 'Slave_SQL_Running: Yes' <<<"$st"
+}
+
+my_replica_has_app() {
+    [[ "$(my_sql "$(my_port replica)" "SELECT COUNT(*) FROM information_schema.schemata WHERE schema_name = 'app'")" == 1 ]]
+}
+
+my_start() {
+    find_mariadb_bins || die "MariaDB binaries not found"
+    "$MY_SERVER" --version | grep -qi mariadb \
+        || die "$MY_SERVER is not MariaDB (GTID settings here are MariaDB-specific)"
+    require_free_port "$(MY_DIR=/nonexistent my_port primary)" "mariadb primary"
+    require_free_port "$(MY_DIR=/nonexistent my_port replica)" "mariadb replica"
+
+    mkdir -p "$MY_DIR"
+    echo "$MY_PORT_BASE" >"$MY_DIR/port_base"
+
+    my_start_node primary 1
+    my_start_node replica 2 --read-only=1
+
+    local pport; pport="$(my_port primary)"
+    my_sql "$(my_port replica)" "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$pport,
+        MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos,
+        MASTER_CONNECT_RETRY=1; START SLAVE;"
+    wait_until "MariaDB replica IO/SQL threads running" my_replica_running \
+        || { my_sql "$(my_port replica)" 'SHOW SLAVE STATUS\G' >&2 || true; die "MariaDB replication did not start"; }
+
+    # Created after replication runs, so it travels through the binlog.
+    my_sql "$pport" "CREATE DATABASE IF NOT EXISTS app"
+    wait_until "database app to replicate to MariaDB replica" my_replica_has_app \
+        || die "database 'app' did not replicate to the MariaDB replica"
+    my_enforce_replica_read_only
+    log "MariaDB cluster ready"
+}
+
+# With SUPER (MariaDB < 11.0) / READ_ONLY ADMIN, root ignores read_only=1, so a
+# write mistakenly routed to the replica would succeed and break GTID strict
+# mode. Drop those privileges from the TCP root account on the replica so it
+# rejects writes (ERROR 1290) like a real read replica. The replication SQL
+# thread is unaffected. Opt out with SOR_MYSQL_REPLICA_WRITABLE=1.
+my_enforce_replica_read_only() {
+    [[ "${SOR_MYSQL_REPLICA_WRITABLE:-0}" == 1 ]] && return 0
+    my_sql_sock replica "SET sql_log_bin = 0;
+        REVOKE SUPER, READ_ONLY ADMIN ON *.* FROM 'root'@'127.0.0.1'" 2>/dev/null \
+        || my_sql_sock replica "SET sql_log_bin = 0;
+        REVOKE SUPER ON *.* FROM 'root'@'127.0.0.1'"   # MariaDB < 10.5.2
+    if my_sql "$(my_port replica)" "CREATE TABLE app.__sor_ro_probe (id INT)" 2>/dev/null; then
+        my_sql_sock replica "SET sql_log_bin = 0; DROP TABLE app.__sor_ro_probe" || true
+        die "MariaDB replica still accepts writes from root@127.0.0.1"
+    fi
+}
+
+# my_stop_node <node> — SIGTERM, wait (bounded), then SIGKILL.
+my_stop_node() {
+    local node="$1" pid; pid="$(my_pid "$node")"
+    pid_alive "$pid" || return 0
+    log "stopping MariaDB $node (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    if ! wait_until "MariaDB $node (pid $pid) to exit" bash -c "! kill -0 $pid"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        wait_until "MariaDB $node (pid $pid) to die" bash -c "! kill -0 $pid" \
+            || die "could not stop MariaDB $node (pid $pid)"
+    fi
+}
+
+my_stop() {
+    if [[ -d "$MY_DIR" ]]; then
+        my_stop_node replica
+        my_stop_node primary
+        rm -rf "$MY_DIR"
+    fi
+}
+
+my_status() {
+    [[ -d "$MY_DIR" ]] || { echo "mariadb: not started (no $MY_DIR)"; return 0; }
+    find_mariadb_bins || { echo "mariadb: binaries not found"; return 0; }
+    local node port out
+    for node in primary replica; do
+        port="$(my_port "$node")"
+        if out="$(my_sql "$port" "SELECT CONCAT(IF(@@read_only, 'replica', 'primary'),
+                    ' server_id=', @@server_id, ' read_only=', @@read_only,
+                    ' gtid_current_pos=', @@gtid_current_pos,
+                    ' gtid_slave_pos=', @@gtid_slave_pos)" 2>/dev/null)"; then
+            if [[ "$node" == replica ]]; then
+                if my_replica_running 2>/dev/null; then out+=" replication=running"
+                else out+=" replication=NOT-RUNNING"; fi
+            fi
+            printf 'mariadb  %-8s 127.0.0.1:%-5s up    %s\n' "$node" "$port" "$out"
+        else
+            printf 'mariadb  %-8s 127.0.0.1:%-5s down\n' "$node" "$port"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Env file
+# ---------------------------------------------------------------------------
+
+# Regenerates $ENV_FILE from whichever clusters currently have data dirs.
+write_env() {
+    local tmp="$ENV_FILE.tmp"
+    {
+        echo "# generated by scripts/cluster.sh — source this file"
+        echo "export SOR_CLUSTER_DIR=$CLUSTER_DIR"
+        if [[ -f "$PG_DIR/port_base" ]]; then
+            echo "export SOR_PG_PRIMARY_URL=postgres://postgres@127.0.0.1:$(pg_port primary)/app"
+            echo "export SOR_PG_REPLICA_URL=postgres://postgres@127.0.0.1:$(pg_port replica1)/app"
+            echo "export SOR_PG_LAGGING_URL=postgres://postgres@127.0.0.1:$(pg_port replica2)/app"
+        fi
+        if [[ -f "$MY_DIR/port_base" ]]; then
+            echo "export SOR_MYSQL_PRIMARY_URL=mysql://root@127.0.0.1:$(my_port primary)/app"
+            echo "export SOR_MYSQL_REPLICA_URL=mysql://root@127.0.0.1:$(my_port replica)/app"
+        fi
+    } >"$tmp"
+    mv -f "$tmp" "$ENV_FILE"
+    chmod 644 "$ENV_FILE"
+}
+
+# ---------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------
+
+parse_target() {
+    case "${1:-all}" in
+        pg|postgres|postgresql) echo pg ;;
+        mariadb|mysql)          echo mariadb ;;
+        all)                    echo all ;;
+        *) die "unknown target '$1' (expected pg, mariadb or all)" ;;
+    esac
+}
+
+cmd_stop() {
+    local target; target="$(parse_target "${1:-all}")"
+    [[ -d "$CLUSTER_DIR" ]] || { log "nothing to stop ($CLUSTER_DIR does not exist)"; return 0; }
+    [[ "$target" == pg      || "$target" == all ]] && pg_stop
+    [[ "$target" == mariadb || "$target" == all ]] && my_stop
+    write_env
+    log "stopped $target"
+}
+
+cmd_start() {
+    local target; target="$(parse_target "${1:-all}")"
+    local t0; t0="$(date +%s.%N)"
+    ensure_packages "$target"
+    prepare_cluster_dir
+    # Recreate from scratch: stop whatever we started before, wipe, start again.
+    [[ "$target" == pg      || "$target" == all ]] && pg_stop
+    [[ "$target" == mariadb || "$target" == all ]] && my_stop
+    write_env
+
+    if [[ "$target" == pg || "$target" == all ]]; then
+        pg_start || { log "PostgreSQL start failed; logs in $LOG_DIR"; exit 1; }
+    fi
+    if [[ "$target" == mariadb || "$target" == all ]]; then
+        my_start || { log "MariaDB start failed; logs in $LOG_DIR"; exit 1; }
+    fi
+    write_env
+    log "started $target in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s"
+    echo
+    cat "$ENV_FILE"
+    echo
+    echo "To use:  source $ENV_FILE"
+}
+
+cmd_status() {
+    echo "cluster dir: $CLUSTER_DIR"
+    pg_status
+    my_status
+}
+
+cmd_env() {
+    [[ -f "$ENV_FILE" ]] || die "no env file at $ENV_FILE (run: $0 start)"
+    cat "$ENV_FILE"
+}
+
+main() {
+    local cmd="${1:-}"
+    [[ $# -gt 0 ]] && shift
+    check_cluster_dir
+    case "$cmd" in
+        start)  cmd_start "$@" ;;
+        stop)   cmd_stop "$@" ;;
+        status) cmd_status ;;
+        env)    cmd_env ;;
+        -h|--help|help) usage 0 ;;
+        *) usage 1 ;;
+    esac
+}
+
+main "$@"
