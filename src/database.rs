@@ -280,6 +280,12 @@ impl ReplicatedDatabase {
         self.nodes().find(|n| n.name() == name)
     }
 
+    /// The routing decision a unit of access mode `A` would get now: which node, and why.
+    /// Pure and in memory; what a unit does at its first statement.
+    pub fn route<A: Access>(&self) -> Result<Route, ReplicaError> {
+        self.router().route(A::READ_ONLY)
+    }
+
     /// A copy of the counters: units and statements per node, pool acquisitions, fallbacks.
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot::collect(self.nodes(), &self.inner.counters)
@@ -427,7 +433,7 @@ impl ConnectionTrait for ReplicatedDatabase {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        on_ambient!(self, &stmt.sql, |c| c.execute_raw(stmt.clone()))
+        on_ambient!(self, &stmt.sql, |c| c.execute_raw(stmt))
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -435,11 +441,11 @@ impl ConnectionTrait for ReplicatedDatabase {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_ambient!(self, &stmt.sql, |c| c.query_one_raw(stmt.clone()))
+        on_ambient!(self, &stmt.sql, |c| c.query_one_raw(stmt))
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_ambient!(self, &stmt.sql, |c| c.query_all_raw(stmt.clone()))
+        on_ambient!(self, &stmt.sql, |c| c.query_all_raw(stmt))
     }
 }
 

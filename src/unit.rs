@@ -321,7 +321,7 @@ impl<A: Access> ConnectionTrait for UnitOfWork<A> {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.execute_raw(stmt.clone()))
+        on_active!(self, &stmt.sql, |c| c.execute_raw(stmt))
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -329,11 +329,11 @@ impl<A: Access> ConnectionTrait for UnitOfWork<A> {
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.query_one_raw(stmt.clone()))
+        on_active!(self, &stmt.sql, |c| c.query_one_raw(stmt))
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.query_all_raw(stmt.clone()))
+        on_active!(self, &stmt.sql, |c| c.query_all_raw(stmt))
     }
 }
 
@@ -352,8 +352,8 @@ impl<A: Access> StreamTrait for UnitOfWork<A> {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            on_active!(self, &stmt.sql, |c| async {
-                c.stream_raw(stmt.clone())
+            on_active!(self, &stmt.sql, |c| async move {
+                c.stream_raw(stmt)
                     .await
                     .map(|s| Box::pin(s) as UnitStream<'a>)
             })
