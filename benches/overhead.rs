@@ -134,6 +134,53 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     let id = seeded.id;
+
+    // Instruction-count mode (scripts/bench-instructions.sh runs it under callgrind): one
+    // operation, N times, nothing else.
+    if let Ok(op) = std::env::var("SOR_BENCH_OP") {
+        let n: usize = std::env::var("SOR_BENCH_N")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(100);
+        for _ in 0..n {
+            match op.as_str() {
+                "raw-select" => {
+                    black_box(banner::Entity::find_by_id(id).one(&raw_replica).await?);
+                }
+                "unit-select" => {
+                    let unit = db.begin_read_only();
+                    black_box(banner::Entity::find_by_id(id).one(&unit).await?);
+                    unit.commit().await?;
+                }
+                "raw-insert" => {
+                    let txn = raw_primary.begin().await?;
+                    black_box(
+                        banner::ActiveModel {
+                            name: Set("raw".into()),
+                            ..Default::default()
+                        }
+                        .insert(&txn)
+                        .await?,
+                    );
+                    txn.commit().await?;
+                }
+                "unit-insert" => {
+                    let unit = db.begin_read_write();
+                    black_box(
+                        banner::ActiveModel {
+                            name: Set("unit".into()),
+                            ..Default::default()
+                        }
+                        .insert(&unit)
+                        .await?,
+                    );
+                    unit.commit().await?;
+                }
+                other => return Err(format!("unknown SOR_BENCH_OP {other}").into()),
+            }
+        }
+        return Ok(());
+    }
     println!("PostgreSQL on loopback; {OPS} operations per side, alternating one by one\n");
 
     // 1. a unit that runs no statement

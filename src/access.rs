@@ -13,6 +13,29 @@
 //! }
 //! ```
 //!
+//! The same through a [`Repository`](crate::Repository): reads compile on both kinds, writes
+//! only on a read-write unit.
+//!
+//! ```no_run
+//! # use sea_orm_replica::{ReplicatedDatabase, Repository};
+//! # struct Banners; impl Repository for Banners { type Entity = entity::banner::Entity; }
+//! async fn demo(db: &ReplicatedDatabase) -> Result<(), sea_orm::DbErr> {
+//!     let unit = db.begin_read_write();
+//!     Banners::delete_by_id(&unit, 1).await?;
+//!     unit.commit().await
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! # use sea_orm_replica::{ReplicatedDatabase, Repository};
+//! # struct Banners; impl Repository for Banners { type Entity = entity::banner::Entity; }
+//! async fn demo(db: &ReplicatedDatabase) -> Result<(), sea_orm::DbErr> {
+//!     let unit = db.begin_read_only();
+//!     Banners::delete_by_id(&unit, 1).await?; // error: `UnitOfWork<ReadOnly>` cannot run writes
+//!     unit.commit().await
+//! }
+//! ```
+//!
 //! Every SeaORM API still works on both, because both implement
 //! [`ConnectionTrait`](sea_orm::ConnectionTrait); the runtime check in the read-only unit refuses
 //! writes that reach it that way ([`ReplicaError::WriteInReadOnly`](crate::ReplicaError)).

@@ -365,8 +365,23 @@ impl ReplicatedDatabase {
     /// Where a statement sent to the handle goes: the primary, or inside a read-only scope the
     /// scope's replica (after the write check).
     fn ambient(&self, sql: &str) -> Result<Option<Route>, DbErr> {
+        let Some(route) = self.scope_route() else {
+            return Ok(None);
+        };
+        if let StatementKind::Write(keyword) = classify(sql) {
+            return Err(ReplicaError::WriteInReadOnly {
+                keyword: keyword.to_owned(),
+            }
+            .into());
+        }
+        route.map(Some).map_err(DbErr::from)
+    }
+
+    /// In a read-only scope, the node this handle is pinned to (chosen on first use);
+    /// outside any scope, `None`.
+    fn scope_route(&self) -> Option<Result<Route, ReplicaError>> {
         let key = Arc::as_ptr(&self.inner) as usize;
-        let Some(route) = scoped_route(key, || {
+        scoped_route(key, || {
             let route = self.router().route(true)?;
             NodeCounters::bump(&route.node.counters.units);
             if route.reason.is_read_only_on_primary() {
@@ -380,16 +395,7 @@ impl ReplicatedDatabase {
                 "read-only scope routed"
             );
             Ok(route)
-        }) else {
-            return Ok(None);
-        };
-        if let StatementKind::Write(keyword) = classify(sql) {
-            return Err(ReplicaError::WriteInReadOnly {
-                keyword: keyword.to_owned(),
-            }
-            .into());
-        }
-        route.map(Some).map_err(DbErr::from)
+        })
     }
 }
 
@@ -477,19 +483,11 @@ impl StreamTrait for ReplicatedDatabase {
 }
 
 impl ReplicatedDatabase {
-    /// The connection a plain `begin` uses and the access mode it needs.
-    fn ambient_txn_target(&self) -> Result<(&DatabaseConnection, Option<AccessMode>), DbErr> {
-        let key = Arc::as_ptr(&self.inner) as usize;
-        match scoped_route(key, || self.router().route(true)) {
-            None => Ok((self.primary().connection(), None)),
-            Some(route) => {
-                let route = route?;
-                let node = self
-                    .nodes()
-                    .find(|n| std::ptr::eq(*n, &*route.node))
-                    .unwrap_or(self.primary());
-                Ok((node.connection(), Some(AccessMode::ReadOnly)))
-            }
+    /// The connection a plain `begin` uses, and the access mode a read-only scope forces.
+    fn ambient_txn_target(&self) -> Result<(DatabaseConnection, Option<AccessMode>), DbErr> {
+        match self.scope_route() {
+            None => Ok((self.primary().connection().clone(), None)),
+            Some(route) => Ok((route?.node.connection().clone(), Some(AccessMode::ReadOnly))),
         }
     }
 }

@@ -16,6 +16,7 @@ macro_rules! on_sqlite {
 
 on_sqlite!(
     read_write_unit_runs_on_primary,
+    nested_builder_saves_a_graph_in_a_unit,
     read_only_units_run_on_replicas,
     units_without_statements_take_nothing,
     write_in_read_only_unit_is_refused,

@@ -3,7 +3,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// An author.
+/// An author (SeaORM 2.0 dense format, so the nested `ActiveModel::builder()` works).
+#[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "author")]
 pub struct Model {
@@ -12,20 +13,9 @@ pub struct Model {
     pub id: i32,
     /// Display name.
     pub name: String,
-}
-
-/// Relations of an author.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
     /// The banners this author wrote.
-    #[sea_orm(has_many = "super::banner::Entity")]
-    Banner,
-}
-
-impl Related<super::banner::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Banner.def()
-    }
+    #[sea_orm(has_many)]
+    pub banners: HasMany<super::banner::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

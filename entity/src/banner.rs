@@ -3,7 +3,8 @@
 use sea_orm::entity::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// A banner.
+/// A banner (SeaORM 2.0 dense format).
+#[sea_orm::model]
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, Serialize, Deserialize)]
 #[sea_orm(table_name = "banner")]
 pub struct Model {
@@ -14,25 +15,9 @@ pub struct Model {
     pub name: String,
     /// Who wrote it, if known.
     pub author_id: Option<i32>,
-}
-
-/// Relations of a banner.
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {
     /// The banner's author.
-    #[sea_orm(
-        belongs_to = "super::author::Entity",
-        from = "Column::AuthorId",
-        to = "super::author::Column::Id",
-        on_delete = "SetNull"
-    )]
-    Author,
-}
-
-impl Related<super::author::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::Author.def()
-    }
+    #[sea_orm(belongs_to, from = "author_id", to = "id")]
+    pub author: HasOne<super::author::Entity>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -448,3 +448,30 @@ pub async fn banner_story_on_a_lagging_replica(c: &Cluster) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// SeaORM 2.0's nested builder: an author and its banners saved in one call, inside a unit
+/// (which it drives through `TransactionTrait`).
+pub async fn nested_builder_saves_a_graph_in_a_unit(c: &Cluster) {
+    let db = c.handle().await;
+    let name = unique("nested-author");
+    let unit = db.begin_read_write();
+    author::ActiveModel::builder()
+        .set_name(name.clone())
+        .add_banner(banner::ActiveModel::builder().set_name(format!("{name}-1")))
+        .add_banner(banner::ActiveModel::builder().set_name(format!("{name}-2")))
+        .save(&unit)
+        .await
+        .unwrap();
+    assert_eq!(unit.node_name(), Some("primary"));
+    unit.commit().await.unwrap();
+    let who = Authors::find_one_by(&db, author::Column::Name.eq(&*name))
+        .await
+        .unwrap()
+        .expect("author saved");
+    assert_eq!(
+        Banners::count_by(&db, banner::Column::AuthorId.eq(who.id))
+            .await
+            .unwrap(),
+        2
+    );
+}

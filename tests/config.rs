@@ -1,0 +1,89 @@
+//! Bad input gets a clear typed error: URLs, mixed backends, unreachable nodes.
+
+use std::time::Duration;
+
+use sea_orm_replica::{NodeConfig, ReplicaConfig, ReplicaError, ReplicatedDatabase};
+
+#[tokio::test]
+async fn bad_urls_are_typed_errors_naming_the_node() {
+    for (url, reason) in [
+        ("redis://127.0.0.1/0", "unsupported scheme"),
+        ("not a url", "no scheme"),
+        ("postgres://user:secret@/app", "host"),
+    ] {
+        let err = ReplicatedDatabase::builder()
+            .primary("sqlite::memory:")
+            .replica_node(NodeConfig::new(url).name("r9"))
+            .connect()
+            .await
+            .unwrap_err();
+        match &err {
+            ReplicaError::InvalidUrl {
+                node, reason: why, ..
+            } => {
+                assert_eq!(node, "r9");
+                assert!(why.contains(reason), "{why}");
+            }
+            other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+        }
+        assert!(
+            !err.to_string().contains("secret"),
+            "password leaked: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn mixed_backends_are_refused() {
+    let err = ReplicatedDatabase::builder()
+        .primary("sqlite::memory:")
+        .replica("postgres://app@127.0.0.1:1/app")
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ReplicaError::BackendMismatch { node, expected: "Sqlite", found: "Postgres" } if node == "replica-1"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_node_is_named_and_its_password_hidden() {
+    let err = ReplicatedDatabase::builder()
+        .primary_node(
+            NodeConfig::new("postgres://app:hunter2@127.0.0.1:1/app")
+                .name("gone")
+                .connect_timeout(Duration::from_secs(2))
+                .acquire_timeout(Duration::from_secs(2)),
+        )
+        .connect()
+        .await
+        .unwrap_err();
+    match &err {
+        ReplicaError::Unreachable { node, url, .. } => {
+            assert_eq!(node, "gone");
+            assert_eq!(url, "postgres://app:***@127.0.0.1:1/app");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(!err.to_string().contains("hunter2"));
+}
+
+#[tokio::test]
+async fn no_primary_is_a_config_error() {
+    let err = ReplicatedDatabase::builder().connect().await.unwrap_err();
+    assert!(matches!(err, ReplicaError::Config(_)));
+}
+
+#[test]
+fn config_deserializes_with_defaults_and_rejects_unknown_fields() {
+    let c: ReplicaConfig =
+        serde_json::from_str(r#"{"primary": {"url": "sqlite::memory:"}}"#).unwrap();
+    assert!(c.replicas.is_empty());
+    assert!(c.sqlite_reader_pool);
+    assert_eq!(c.fallback, sea_orm_replica::Fallback::Primary);
+    let err = serde_json::from_str::<ReplicaConfig>(
+        r#"{"primary": {"url": "x", "pool": {"max_conn": 3}}}"#,
+    );
+    assert!(err.is_err(), "a misspelt pool option must not be ignored");
+}
