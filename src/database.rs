@@ -41,6 +41,69 @@ struct Inner {
     counters: HandleCounters,
 }
 
+/// A node as the builder was given it: to connect, or already connected.
+#[derive(Debug)]
+enum NodeSpec {
+    Config(NodeConfig),
+    Pool {
+        name: String,
+        conn: DatabaseConnection,
+    },
+}
+
+/// A validated node, before or after connecting.
+struct Prepared {
+    name: String,
+    backend: DbBackend,
+    redacted_url: String,
+    /// `None` for a pool the caller handed in.
+    config: Option<ValidNode>,
+    conn: Option<DatabaseConnection>,
+}
+
+impl Prepared {
+    fn new(spec: NodeSpec, default_name: &str) -> Result<Self, ReplicaError> {
+        match spec {
+            NodeSpec::Config(config) => {
+                let valid = ValidNode::validate(&config, default_name)?;
+                Ok(Prepared {
+                    name: valid.name.clone(),
+                    backend: valid.backend,
+                    redacted_url: valid.redacted_url.clone(),
+                    config: Some(valid),
+                    conn: None,
+                })
+            }
+            NodeSpec::Pool { name, conn } => Ok(Prepared {
+                name,
+                backend: conn.get_database_backend(),
+                redacted_url: "(connection handed to the builder)".into(),
+                config: None,
+                conn: Some(conn),
+            }),
+        }
+    }
+
+    async fn open(self, role: Role) -> Result<Arc<Node>, ReplicaError> {
+        let conn = match (self.conn, &self.config) {
+            (Some(conn), _) => conn,
+            (None, Some(valid)) => connect_node(valid, role).await?,
+            (None, None) => {
+                return Err(ReplicaError::Config(format!(
+                    "node `{}` has neither URL nor pool",
+                    self.name
+                )))
+            }
+        };
+        Ok(Arc::new(Node::new(
+            self.name,
+            role,
+            self.redacted_url,
+            conn,
+        )))
+    }
+}
+
 /// Builds a [`ReplicatedDatabase`].
 ///
 /// ```no_run
@@ -57,8 +120,8 @@ struct Inner {
 #[derive(Debug, Default)]
 #[must_use]
 pub struct ReplicatedDatabaseBuilder {
-    primary: Option<NodeConfig>,
-    replicas: Vec<NodeConfig>,
+    primary: Option<NodeSpec>,
+    replicas: Vec<NodeSpec>,
     fallback: Fallback,
     sqlite_reader_pool: Option<bool>,
     balancer: Option<Box<dyn Balancer>>,
@@ -72,7 +135,25 @@ impl ReplicatedDatabaseBuilder {
 
     /// Sets the primary with its own name and pool options.
     pub fn primary_node(mut self, node: NodeConfig) -> Self {
-        self.primary = Some(node);
+        self.primary = Some(NodeSpec::Config(node));
+        self
+    }
+
+    /// Uses a SeaORM connection you already have as the primary (its pool, its options).
+    pub fn primary_connection(mut self, name: impl Into<String>, conn: DatabaseConnection) -> Self {
+        self.primary = Some(NodeSpec::Pool {
+            name: name.into(),
+            conn,
+        });
+        self
+    }
+
+    /// Adds a SeaORM connection you already have as a replica.
+    pub fn replica_connection(mut self, name: impl Into<String>, conn: DatabaseConnection) -> Self {
+        self.replicas.push(NodeSpec::Pool {
+            name: name.into(),
+            conn,
+        });
         self
     }
 
@@ -83,7 +164,7 @@ impl ReplicatedDatabaseBuilder {
 
     /// Adds a replica with its own name and pool options.
     pub fn replica_node(mut self, node: NodeConfig) -> Self {
-        self.replicas.push(node);
+        self.replicas.push(NodeSpec::Config(node));
         self
     }
 
@@ -107,8 +188,8 @@ impl ReplicatedDatabaseBuilder {
 
     /// Takes everything from a [`ReplicaConfig`].
     pub fn config(mut self, config: ReplicaConfig) -> Self {
-        self.primary = Some(config.primary);
-        self.replicas = config.replicas;
+        self.primary = Some(NodeSpec::Config(config.primary));
+        self.replicas = config.replicas.into_iter().map(NodeSpec::Config).collect();
         self.fallback = config.fallback;
         self.sqlite_reader_pool = Some(config.sqlite_reader_pool);
         self
@@ -119,12 +200,12 @@ impl ReplicatedDatabaseBuilder {
         let primary = self
             .primary
             .ok_or_else(|| ReplicaError::Config("no primary configured".into()))?;
-        let primary = ValidNode::validate(&primary, "primary")?;
+        let primary = Prepared::new(primary, "primary")?;
         let mut replicas = self
             .replicas
-            .iter()
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| ValidNode::validate(r, &format!("replica-{}", i + 1)))
+            .map(|(i, r)| Prepared::new(r, &format!("replica-{}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
         let backend = primary.backend;
         if let Some(odd) = replicas.iter().find(|r| r.backend != backend) {
@@ -134,32 +215,25 @@ impl ReplicatedDatabaseBuilder {
                 found: odd.backend.as_str(),
             });
         }
-        let sqlite_reader = backend == DbBackend::Sqlite
-            && replicas.is_empty()
-            && self.sqlite_reader_pool.unwrap_or(true)
-            && !is_sqlite_memory(&primary.config.url);
-        if sqlite_reader {
-            let mut reader = primary.clone();
-            reader.name = "sqlite-reader".into();
-            replicas.push(reader);
+        if let Some(file) = primary.config.as_ref().filter(|c| {
+            c.backend == DbBackend::Sqlite
+                && replicas.is_empty()
+                && self.sqlite_reader_pool.unwrap_or(true)
+                && !is_sqlite_memory(&c.config.url)
+        }) {
+            replicas.push(Prepared {
+                name: "sqlite-reader".into(),
+                backend,
+                redacted_url: file.redacted_url.clone(),
+                config: Some(file.clone()),
+                conn: None,
+            });
         }
 
-        let primary_conn = connect_node(&primary, Role::Primary).await?;
-        let primary = Arc::new(Node::new(
-            primary.name,
-            Role::Primary,
-            primary.redacted_url,
-            primary_conn,
-        ));
+        let primary = primary.open(Role::Primary).await?;
         let mut replica_nodes = Vec::with_capacity(replicas.len());
         for r in replicas {
-            let conn = connect_node(&r, Role::Replica).await?;
-            replica_nodes.push(Arc::new(Node::new(
-                r.name,
-                Role::Replica,
-                r.redacted_url,
-                conn,
-            )));
+            replica_nodes.push(r.open(Role::Replica).await?);
         }
         tracing::info!(
             primary = primary.name(),

@@ -87,3 +87,27 @@ fn config_deserializes_with_defaults_and_rejects_unknown_fields() {
     );
     assert!(err.is_err(), "a misspelt pool option must not be ignored");
 }
+
+#[tokio::test]
+async fn pools_you_already_have_can_be_nodes() {
+    let primary = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+    let db = ReplicatedDatabase::builder()
+        .primary_connection("mine", primary)
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(db.primary().name(), "mine");
+    assert_eq!(
+        db.replicas().len(),
+        0,
+        "no reader pool is invented for a pool handed in"
+    );
+    let unit = db.begin_read_only();
+    use sea_orm::ConnectionTrait;
+    unit.execute_unprepared("SELECT 1").await.unwrap();
+    assert_eq!(unit.node_name(), Some("mine"));
+    assert_eq!(
+        unit.route().unwrap().reason,
+        sea_orm_replica::RouteReason::NoReplicas
+    );
+}

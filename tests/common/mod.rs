@@ -10,6 +10,35 @@ use sea_orm_replica::{MigrateOptions, NodeConfig, ReplicatedDatabase};
 
 pub mod scenarios;
 
+/// One `#[tokio::test]` per named scenario, each on the cluster `$setup` gives (`None`: skip).
+macro_rules! scenarios {
+    ($setup:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let Some(c) = $setup else { return };
+            common::scenarios::$name(&c).await;
+        }
+    )*};
+}
+
+/// The scenarios every backend runs.
+macro_rules! every_backend_scenarios {
+    ($setup:expr) => {
+        scenarios!($setup;
+            read_write_unit_runs_on_primary,
+            nested_builder_saves_a_graph_in_a_unit,
+            read_only_units_run_on_replicas,
+            units_without_statements_take_nothing,
+            write_in_read_only_unit_is_refused,
+            read_only_fallback_is_read_only_on_the_primary,
+            nested_units_are_savepoints,
+            repository_crud,
+            streams_in_units,
+            read_only_scope_routes_handle_reads,
+        );
+    };
+}
+
 /// The URLs of one backend's cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
@@ -19,6 +48,8 @@ pub struct Cluster {
     pub replicas: Vec<String>,
     /// A replica that lags on purpose (PostgreSQL only).
     pub lagging: Option<String>,
+    /// For SQLite: the database file, removed with the last clone.
+    pub file: Option<std::sync::Arc<TempFile>>,
 }
 
 /// The cluster for `backend` from the `SOR_*` variables that `scripts/cluster.sh env` prints.
@@ -46,6 +77,7 @@ pub fn cluster(backend: DbBackend) -> Option<Cluster> {
             primary,
             replicas: vec![replica],
             lagging,
+            file: None,
         }),
         _ => {
             let msg = format!(
@@ -65,22 +97,20 @@ pub fn cluster(backend: DbBackend) -> Option<Cluster> {
 }
 
 /// A SQLite "cluster": a fresh file; the handle adds the read-only reader pool itself.
-pub fn sqlite() -> (Cluster, TempFile) {
+pub fn sqlite() -> Option<Cluster> {
     let file =
         TempFile(std::env::temp_dir().join(format!("sor-test-{}.sqlite", uuid::Uuid::new_v4())));
-    let url = format!("sqlite://{}?mode=rwc", file.0.display());
-    (
-        Cluster {
-            backend: DbBackend::Sqlite,
-            primary: url,
-            replicas: vec![],
-            lagging: None,
-        },
-        file,
-    )
+    Some(Cluster {
+        backend: DbBackend::Sqlite,
+        primary: format!("sqlite://{}?mode=rwc", file.0.display()),
+        replicas: vec![],
+        lagging: None,
+        file: Some(std::sync::Arc::new(file)),
+    })
 }
 
 /// Removes the SQLite file (and its WAL) when dropped.
+#[derive(Debug)]
 pub struct TempFile(pub std::path::PathBuf);
 
 impl Drop for TempFile {
