@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    AccessMode, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
-    DbErr, ExecResult, IsolationLevel, QueryResult, Statement, StreamTrait, TransactionError,
-    TransactionOptions, TransactionTrait,
+    AccessMode, ConnectionTrait, Database, DatabaseConnection, DatabaseConnectionType,
+    DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement,
+    StreamTrait, TransactionError, TransactionOptions, TransactionTrait,
 };
 use tracing::Instrument;
 
@@ -73,6 +73,13 @@ impl Prepared {
                     config: Some(valid),
                     conn: None,
                 })
+            }
+            NodeSpec::Pool { name, conn }
+                if matches!(conn.inner, DatabaseConnectionType::Disconnected) =>
+            {
+                Err(ReplicaError::Config(format!(
+                    "node `{name}`: the connection handed to the builder is disconnected"
+                )))
             }
             NodeSpec::Pool { name, conn } => Ok(Prepared {
                 name,

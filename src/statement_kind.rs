@@ -167,6 +167,20 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_text_never_splits_a_character() {
+        for sql in [
+            "SELECT 배너 FROM t WHERE 이름 = '배너\\'' -- 한국어\n",
+            "SELECT \"이름\" FROM t /* 주석 */",
+            "SELECT $태그$ x $태그$, 'é' FROM t",
+            "SELECT 'unterminated é",
+            "-- 끝",
+        ] {
+            assert_eq!(classify(sql), StatementKind::Read, "{sql}");
+        }
+        assert_eq!(classify("/* 주석 */ DELETE FROM 배너"), StatementKind::Write("DELETE"));
+    }
+
+    #[test]
     fn writes() {
         for (sql, kw) in [
             ("INSERT INTO t VALUES (1)", "INSERT"),

@@ -111,3 +111,57 @@ async fn pools_you_already_have_can_be_nodes() {
         sea_orm_replica::RouteReason::NoReplicas
     );
 }
+
+/// A replica that fails at the connection level is left out; the next read-only unit falls
+/// back to the primary (read only), or fails with a typed error when fallback is off.
+#[tokio::test]
+async fn a_failed_replica_is_left_out_and_fallback_is_configurable() {
+    use sea_orm::ConnectionTrait;
+    use sea_orm_replica::{Fallback, RouteReason};
+    for fallback in [Fallback::Primary, Fallback::Error] {
+        let primary = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let dead = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        dead.close_by_ref().await.unwrap();
+        let db = ReplicatedDatabase::builder()
+            .primary_connection("primary", primary)
+            .replica_connection("dead", dead)
+            .fallback(fallback)
+            .connect()
+            .await
+            .unwrap();
+        let unit = db.begin_read_only();
+        assert!(unit.execute_unprepared("SELECT 1").await.is_err());
+        assert_eq!(unit.node_name(), Some("dead"));
+        assert!(!db.node("dead").unwrap().is_available());
+
+        let unit = db.begin_read_only();
+        let result = unit.execute_unprepared("SELECT 1").await;
+        match fallback {
+            Fallback::Primary => {
+                result.unwrap();
+                assert_eq!(unit.route().unwrap().reason, RouteReason::Fallback);
+                assert_eq!(db.stats().fallbacks, 1);
+            }
+            Fallback::Error => {
+                let err = ReplicaError::from_db_err(result.unwrap_err());
+                assert!(
+                    matches!(err, ReplicaError::NoReplicaAvailable { .. }),
+                    "{err:?}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_disconnected_pool_is_refused_not_a_panic() {
+    let err = ReplicatedDatabase::builder()
+        .primary_connection("nothing", sea_orm::DatabaseConnection::default())
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ReplicaError::Config(ref m) if m.contains("nothing")),
+        "{err:?}"
+    );
+}
