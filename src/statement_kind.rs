@@ -177,7 +177,10 @@ mod tests {
         ] {
             assert_eq!(classify(sql), StatementKind::Read, "{sql}");
         }
-        assert_eq!(classify("/* 주석 */ DELETE FROM 배너"), StatementKind::Write("DELETE"));
+        assert_eq!(
+            classify("/* 주석 */ DELETE FROM 배너"),
+            StatementKind::Write("DELETE")
+        );
     }
 
     #[test]
