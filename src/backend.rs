@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::consistency::Position;
 use sea_orm::{
     AccessMode, ConnectionTrait, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
     Statement, TransactionOptions, Value,
@@ -110,19 +111,44 @@ impl Dialect {
         }
     }
 
-    /// The primary's current replication position: a WAL LSN on PostgreSQL, the GTID binlog
-    /// position on MariaDB. `None` where positions do not apply (SQLite).
-    pub async fn current_position<C: ConnectionTrait>(
-        self,
-        conn: &C,
-    ) -> Result<Option<String>, DbErr> {
+    /// The primary's current replication position: the WAL LSN on PostgreSQL, the GTID binlog
+    /// position on MariaDB, [`Position::None`] where positions do not apply (SQLite).
+    pub async fn current_position<C: ConnectionTrait>(self, conn: &C) -> Result<Position, DbErr> {
         let sql = match self.0 {
             DbBackend::Postgres => "SELECT pg_current_wal_lsn()::text AS pos",
             DbBackend::MySql => "SELECT CAST(@@gtid_binlog_pos AS CHAR) AS pos",
-            _ => return Ok(None),
+            _ => return Ok(Position::None),
         };
-        let row = conn.query_one_raw(self.stmt(sql, vec![])).await?;
-        row.map(|r| r.try_get::<String>("", "pos")).transpose()
+        self.read_position(conn, sql).await
+    }
+
+    /// How far a replica has replayed: `pg_last_wal_replay_lsn()`, `@@gtid_slave_pos`.
+    pub async fn replay_position<C: ConnectionTrait>(self, conn: &C) -> Result<Position, DbErr> {
+        let sql = match self.0 {
+            DbBackend::Postgres => {
+                "SELECT COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text AS pos"
+            }
+            DbBackend::MySql => "SELECT CAST(@@gtid_slave_pos AS CHAR) AS pos",
+            _ => return Ok(Position::None),
+        };
+        self.read_position(conn, sql).await
+    }
+
+    async fn read_position<C: ConnectionTrait>(
+        self,
+        conn: &C,
+        sql: &str,
+    ) -> Result<Position, DbErr> {
+        let text: String = conn
+            .query_one_raw(self.stmt(sql, vec![]))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("replication position".into()))?
+            .try_get("", "pos")?;
+        let parsed = match self.0 {
+            DbBackend::Postgres => Position::parse_pg_lsn(&text),
+            _ => Position::parse_gtid_list(&text),
+        };
+        parsed.map_err(|e| DbErr::Type(e.to_string()))
     }
 
     /// Waits until a replica has replayed `position` or `timeout` passes. Returns whether it did.
@@ -131,9 +157,13 @@ impl Dialect {
     pub async fn wait_replayed<C: ConnectionTrait>(
         self,
         conn: &C,
-        position: &str,
+        wanted: &Position,
         timeout: Duration,
     ) -> Result<bool, DbErr> {
+        if *wanted == Position::None {
+            return Ok(true);
+        }
+        let position = wanted.to_server_text();
         match self.0 {
             DbBackend::Postgres => {
                 let deadline = Instant::now() + timeout;
@@ -142,7 +172,7 @@ impl Dialect {
                     let row = conn
                         .query_one_raw(self.stmt(
                             "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, true) AS done",
-                            vec![position.into()],
+                            vec![position.clone().into()],
                         ))
                         .await?;
                     if row.map(|r| r.try_get::<bool>("", "done")).transpose()? == Some(true) {
@@ -160,7 +190,7 @@ impl Dialect {
                 let row = conn
                     .query_one_raw(self.stmt(
                         "SELECT CAST(MASTER_GTID_WAIT(?, ?) AS SIGNED) AS rc",
-                        vec![position.into(), timeout.as_secs_f64().into()],
+                        vec![position.clone().into(), timeout.as_secs_f64().into()],
                     ))
                     .await?;
                 Ok(row.map(|r| r.try_get::<i64>("", "rc")).transpose()? == Some(0))

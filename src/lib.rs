@@ -34,6 +34,7 @@
 //! | [`statement_kind`] | is a statement a read or a write |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
+//! | [`consistency`] | consistency positions: causal tokens (LSN, GTID) |
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions |
 //! | [`stats`] | where work went |
 //! | [`error`] | [`ReplicaError`] |
@@ -42,6 +43,7 @@
 pub mod access;
 pub mod backend;
 pub mod config;
+pub mod consistency;
 pub mod database;
 pub mod error;
 pub mod migrate;
@@ -55,6 +57,7 @@ pub mod unit;
 
 pub use access::{Access, ReadOnly, ReadWrite, Writable};
 pub use config::{Fallback, NodeConfig, PoolConfig, ReplicaConfig};
+pub use consistency::{CausalToken, Position};
 pub use database::{ReplicatedDatabase, ReplicatedDatabaseBuilder};
 pub use error::ReplicaError;
 pub use migrate::{MigrateOptions, MigrationReport};

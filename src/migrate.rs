@@ -6,7 +6,7 @@ use std::time::Duration;
 use sea_orm_migration::MigratorTrait;
 use tracing::Instrument;
 
-use crate::{ReplicaError, ReplicatedDatabase};
+use crate::{Position, ReplicaError, ReplicatedDatabase};
 
 /// How to run migrations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,8 +39,8 @@ impl MigrateOptions {
 pub struct MigrationReport {
     /// The node migrated (always the primary).
     pub node: String,
-    /// The primary's replication position after the migrations, where the backend has one.
-    pub position: Option<String>,
+    /// The primary's replication position after the migrations, when replicas were waited for.
+    pub position: Option<Position>,
     /// Replicas confirmed to have replayed that position.
     pub replicas_caught_up: Vec<String>,
 }
@@ -80,9 +80,7 @@ impl ReplicatedDatabase {
             replicas_caught_up: Vec::new(),
         };
         if let Some(timeout) = options.wait_for_replicas {
-            let Some(position) = dialect.current_position(primary.connection()).await? else {
-                return Ok(report);
-            };
+            let position = dialect.current_position(primary.connection()).await?;
             for replica in self.replicas() {
                 if !dialect
                     .wait_replayed(replica.connection(), &position, timeout)
@@ -90,7 +88,7 @@ impl ReplicatedDatabase {
                 {
                     return Err(ReplicaError::CatchUpTimeout {
                         node: replica.name().to_owned(),
-                        position,
+                        position: position.to_server_text(),
                         waited: timeout,
                     });
                 }

@@ -1,0 +1,255 @@
+//! Consistency positions: where the primary was when a write committed, and whether a replica
+//! has replayed that far.
+//!
+//! A [`CausalToken`] carries a [`Position`]: a WAL LSN on PostgreSQL, a GTID set on MariaDB, or
+//! nothing on SQLite (whose reader sees every commit at once). It is a small serde value and a
+//! compact, cookie-safe string, so it can travel between requests, processes and machines;
+//! [`CausalToken::merge`] keeps the later position.
+//!
+//! ```
+//! use sea_orm_replica::consistency::{CausalToken, Position};
+//! let a: CausalToken = "p:16B374D848".parse().unwrap();
+//! let b = CausalToken::from(Position::parse_pg_lsn("16/B374D900").unwrap());
+//! assert_eq!(a.merge(&b), b);
+//! assert_eq!(b.to_string(), "p:16B374D900");
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A replication position of the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Position {
+    /// No position (SQLite, or nothing written yet): every node satisfies it.
+    #[default]
+    None,
+    /// A PostgreSQL WAL log sequence number.
+    Lsn(u64),
+    /// A MariaDB GTID set: per replication domain, the latest sequence number.
+    Gtid(Vec<Gtid>),
+}
+
+/// One MariaDB GTID: `domain-server-sequence`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Gtid {
+    /// Replication domain.
+    pub domain: u32,
+    /// Server that wrote it.
+    pub server: u32,
+    /// Sequence number within the domain.
+    pub seq: u64,
+}
+
+/// A position string could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a replication position: `{0}`")]
+pub struct BadPosition(pub String);
+
+impl Position {
+    /// Reads PostgreSQL's `X/Y` LSN text (as `pg_current_wal_lsn()::text` prints it).
+    pub fn parse_pg_lsn(text: &str) -> Result<Self, BadPosition> {
+        let bad = || BadPosition(text.to_owned());
+        let (hi, lo) = text.trim().split_once('/').ok_or_else(bad)?;
+        let hi = u64::from_str_radix(hi, 16).map_err(|_| bad())?;
+        let lo = u64::from_str_radix(lo, 16).map_err(|_| bad())?;
+        if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
+            return Err(bad());
+        }
+        Ok(Position::Lsn(hi << 32 | lo))
+    }
+
+    /// Reads MariaDB's GTID list (`@@gtid_binlog_pos`): `0-1-100,1-2-5`; empty means none.
+    pub fn parse_gtid_list(text: &str) -> Result<Self, BadPosition> {
+        Self::parse_gtids(text, ',')
+    }
+
+    fn parse_gtids(text: &str, sep: char) -> Result<Self, BadPosition> {
+        let bad = || BadPosition(text.to_owned());
+        let mut gtids = Vec::new();
+        for part in text.split(sep).map(str::trim).filter(|p| !p.is_empty()) {
+            let mut it = part.splitn(3, '-');
+            let (Some(d), Some(s), Some(n)) = (it.next(), it.next(), it.next()) else {
+                return Err(bad());
+            };
+            gtids.push(Gtid {
+                domain: d.parse().map_err(|_| bad())?,
+                server: s.parse().map_err(|_| bad())?,
+                seq: n.parse().map_err(|_| bad())?,
+            });
+        }
+        if gtids.is_empty() {
+            return Ok(Position::None);
+        }
+        Ok(Position::Gtid(normalize(gtids)))
+    }
+
+    /// PostgreSQL's `X/Y` text for an LSN, MariaDB's comma-separated list for GTIDs.
+    pub fn to_server_text(&self) -> String {
+        match self {
+            Position::None => String::new(),
+            Position::Lsn(lsn) => format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF),
+            Position::Gtid(g) => join_gtids(g, ","),
+        }
+    }
+
+    /// True when a node at `self` has everything `wanted` has.
+    pub fn has_reached(&self, wanted: &Position) -> bool {
+        match (self, wanted) {
+            (_, Position::None) => true,
+            (Position::Lsn(have), Position::Lsn(want)) => have >= want,
+            (Position::Gtid(have), Position::Gtid(want)) => want
+                .iter()
+                .all(|w| have.iter().any(|h| h.domain == w.domain && h.seq >= w.seq)),
+            _ => false,
+        }
+    }
+
+    /// The later of two positions (per domain, for GTIDs). Positions of different kinds
+    /// cannot be compared; the one that is not `None` wins, else `other`.
+    pub fn merge(&self, other: &Position) -> Position {
+        match (self, other) {
+            (Position::Lsn(a), Position::Lsn(b)) => Position::Lsn(*a.max(b)),
+            (Position::Gtid(a), Position::Gtid(b)) => {
+                Position::Gtid(normalize(a.iter().chain(b).copied().collect()))
+            }
+            (p, Position::None) => p.clone(),
+            (_, p) => p.clone(),
+        }
+    }
+}
+
+/// Keeps, per domain, the GTID with the highest sequence number; sorted by domain.
+fn normalize(mut gtids: Vec<Gtid>) -> Vec<Gtid> {
+    gtids.sort_by(|a, b| a.domain.cmp(&b.domain).then(b.seq.cmp(&a.seq)));
+    gtids.dedup_by_key(|g| g.domain);
+    gtids
+}
+
+fn join_gtids(gtids: &[Gtid], sep: &str) -> String {
+    gtids
+        .iter()
+        .map(|g| format!("{}-{}-{}", g.domain, g.server, g.seq))
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+/// Proof of a write: the primary's position after it committed. A read-only unit given the
+/// token runs only where that position has been replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CausalToken {
+    position: Position,
+}
+
+impl CausalToken {
+    /// A token at `position`.
+    pub fn new(position: Position) -> Self {
+        CausalToken { position }
+    }
+
+    /// The position it carries.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// The later of two tokens.
+    pub fn merge(&self, other: &CausalToken) -> CausalToken {
+        CausalToken::new(self.position.merge(&other.position))
+    }
+}
+
+impl From<Position> for CausalToken {
+    fn from(position: Position) -> Self {
+        CausalToken::new(position)
+    }
+}
+
+/// The compact form: `p:<hex LSN>`, `m:<domain-server-seq>.<…>`, or `-` for none. It uses only
+/// cookie-safe characters.
+impl fmt::Display for CausalToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.position {
+            Position::None => f.write_str("-"),
+            Position::Lsn(lsn) => write!(f, "p:{lsn:X}"),
+            Position::Gtid(g) => write!(f, "m:{}", join_gtids(g, ".")),
+        }
+    }
+}
+
+impl FromStr for CausalToken {
+    type Err = BadPosition;
+
+    fn from_str(s: &str) -> Result<Self, BadPosition> {
+        let s = s.trim();
+        let position = match s.split_once(':') {
+            _ if s == "-" || s.is_empty() => Position::None,
+            Some(("p", hex)) => {
+                Position::Lsn(u64::from_str_radix(hex, 16).map_err(|_| BadPosition(s.to_owned()))?)
+            }
+            Some(("m", list)) => Position::parse_gtids(list, '.')?,
+            _ => return Err(BadPosition(s.to_owned())),
+        };
+        Ok(CausalToken { position })
+    }
+}
+
+impl Serialize for CausalToken {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CausalToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_lsns_round_trip_and_order() {
+        let p = Position::parse_pg_lsn("16/B374D848").unwrap();
+        assert_eq!(p, Position::Lsn(0x16_B374_D848));
+        assert_eq!(p.to_server_text(), "16/B374D848");
+        assert!(Position::Lsn(10).has_reached(&Position::Lsn(10)));
+        assert!(!Position::Lsn(9).has_reached(&Position::Lsn(10)));
+        assert!(Position::parse_pg_lsn("nope").is_err());
+        assert!(Position::parse_pg_lsn("1FFFFFFFF/0").is_err());
+    }
+
+    #[test]
+    fn gtid_sets_merge_per_domain() {
+        let a = Position::parse_gtid_list("0-1-100,1-2-5").unwrap();
+        let b = Position::parse_gtid_list("0-1-90, 2-3-7").unwrap();
+        let m = a.merge(&b);
+        assert_eq!(m.to_server_text(), "0-1-100,1-2-5,2-3-7");
+        assert!(m.has_reached(&a) && m.has_reached(&b));
+        assert!(!a.has_reached(&m), "domain 2 is missing from a");
+        assert_eq!(Position::parse_gtid_list("").unwrap(), Position::None);
+        assert!(Position::parse_gtid_list("0-1").is_err());
+    }
+
+    #[test]
+    fn tokens_are_compact_cookie_safe_strings_and_serde_values() {
+        for text in ["p:16B374D848", "m:0-1-100.1-2-5", "-"] {
+            let token: CausalToken = text.parse().unwrap();
+            assert_eq!(token.to_string(), text);
+            assert!(text
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && !b",;\"\\".contains(&b)));
+            let json = serde_json::to_string(&token).unwrap();
+            assert_eq!(serde_json::from_str::<CausalToken>(&json).unwrap(), token);
+        }
+        assert!("x:1".parse::<CausalToken>().is_err());
+        assert!("p:zz".parse::<CausalToken>().is_err());
+        let later = CausalToken::new(Position::Lsn(5)).merge(&CausalToken::new(Position::Lsn(3)));
+        assert_eq!(later.position(), &Position::Lsn(5));
+        assert!(Position::None.has_reached(&Position::None));
+        assert!(Position::Lsn(1).has_reached(&Position::None));
+    }
+}
