@@ -115,7 +115,8 @@ impl Dialect {
     /// position on MariaDB, [`Position::None`] where positions do not apply (SQLite).
     pub async fn current_position<C: ConnectionTrait>(self, conn: &C) -> Result<Position, DbErr> {
         let sql = match self.0 {
-            DbBackend::Postgres => "SELECT pg_current_wal_lsn()::text AS pos",
+            // the insert position: past our commit record even before it is flushed
+            DbBackend::Postgres => "SELECT pg_current_wal_insert_lsn()::text AS pos",
             DbBackend::MySql => "SELECT CAST(@@gtid_binlog_pos AS CHAR) AS pos",
             _ => return Ok(Position::None),
         };

@@ -16,8 +16,107 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::policy::{Route, RouteReason, Router};
+use crate::ReplicaError;
+
+/// What a read-only unit must see, and what it costs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Any available replica: the cheapest, and may miss recent writes.
+    #[default]
+    Eventual,
+    /// Only a node that has replayed this token's position. A replica known to be there
+    /// costs nothing; otherwise the replicas are asked (one round trip each), then the unit
+    /// waits up to the wait bound, then runs on the primary.
+    ReadYourWrites(CausalToken),
+    /// The primary, in a `READ ONLY` transaction: sees the latest data, offloads nothing.
+    Primary,
+}
+
+/// Routes a read-only unit under `consistency`, waiting at most `max_wait` for a replica to
+/// replay a token.
+pub(crate) async fn route_read(
+    router: &Router,
+    consistency: &Consistency,
+    max_wait: Duration,
+) -> Result<Route, ReplicaError> {
+    let wanted = match consistency {
+        Consistency::Eventual => return router.route(true),
+        Consistency::Primary => {
+            return Ok(Route {
+                node: router.primary.clone(),
+                reason: RouteReason::PrimaryRequested,
+            })
+        }
+        Consistency::ReadYourWrites(token) if *token.position() == Position::None => {
+            return router.route(true)
+        }
+        Consistency::ReadYourWrites(token) => token.position(),
+    };
+    let replicas = &router.replicas;
+    let caught_up = |reason| {
+        move |i: usize| Route {
+            node: replicas[i].clone(),
+            reason,
+        }
+    };
+    // 1. a replica already known to be there: no I/O at all
+    let known = router.balancer.pick(replicas.len(), &|i| {
+        replicas[i].is_available() && replicas[i].known_to_have(wanted)
+    });
+    if let Some(i) = known {
+        return Ok(caught_up(RouteReason::CaughtUp)(i));
+    }
+    // 2. ask each available replica once, in the balancer's order
+    let start = router
+        .balancer
+        .pick(replicas.len(), &|i| replicas[i].is_available());
+    let mut best: Option<usize> = None;
+    for k in 0..replicas.len() {
+        let i = (start.unwrap_or(0) + k) % replicas.len();
+        let node = &replicas[i];
+        if !node.is_available() {
+            continue;
+        }
+        match node.dialect().replay_position(node.connection()).await {
+            Ok(seen) => {
+                node.observe_position(&seen);
+                if seen.has_reached(wanted) {
+                    return Ok(caught_up(RouteReason::CaughtUp)(i));
+                }
+                if best.is_none_or(|b| seen.has_reached(&replicas[b].known_position())) {
+                    best = Some(i);
+                }
+            }
+            Err(err) => node.observe_error(&err),
+        }
+    }
+    // 3. wait on the replica that is furthest along
+    if let Some(i) = best.filter(|_| !max_wait.is_zero()) {
+        let node = &replicas[i];
+        match node
+            .dialect()
+            .wait_replayed(node.connection(), wanted, max_wait)
+            .await
+        {
+            Ok(true) => {
+                node.observe_position(wanted);
+                return Ok(caught_up(RouteReason::WaitedForReplay)(i));
+            }
+            Ok(false) => {}
+            Err(err) => node.observe_error(&err),
+        }
+    }
+    // 4. nobody has it in time: the primary has everything
+    Ok(Route {
+        node: router.primary.clone(),
+        reason: RouteReason::NotReplayed,
+    })
+}
 
 /// A replication position of the primary.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
@@ -132,7 +133,11 @@ pub struct ReplicatedDatabaseBuilder {
     fallback: Fallback,
     sqlite_reader_pool: Option<bool>,
     balancer: Option<Box<dyn Balancer>>,
+    causal_wait: Option<Duration>,
 }
+
+/// How long a read-only unit with a causal token waits for a replica, unless told otherwise.
+pub const DEFAULT_CAUSAL_WAIT: Duration = Duration::from_millis(100);
 
 impl ReplicatedDatabaseBuilder {
     /// Sets the primary by URL.
@@ -184,6 +189,13 @@ impl ReplicatedDatabaseBuilder {
     /// For an SQLite file with no replicas: open a read-only reader pool on it. Default: true.
     pub fn sqlite_reader_pool(mut self, enabled: bool) -> Self {
         self.sqlite_reader_pool = Some(enabled);
+        self
+    }
+
+    /// How long a read-only unit with a causal token waits for a replica to replay it before
+    /// running on the primary. Default: [`DEFAULT_CAUSAL_WAIT`] (100 ms); zero never waits.
+    pub fn causal_wait(mut self, wait: Duration) -> Self {
+        self.causal_wait = Some(wait);
         self
     }
 
@@ -257,6 +269,7 @@ impl ReplicatedDatabaseBuilder {
                         .balancer
                         .unwrap_or_else(|| Box::new(RoundRobin::default())),
                     fallback: self.fallback,
+                    causal_wait: self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
                 },
                 backend,
                 counters: HandleCounters::default(),

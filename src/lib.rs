@@ -57,7 +57,7 @@ pub mod unit;
 
 pub use access::{Access, ReadOnly, ReadWrite, Writable};
 pub use config::{Fallback, NodeConfig, PoolConfig, ReplicaConfig};
-pub use consistency::{CausalToken, Position};
+pub use consistency::{CausalToken, Consistency, Position};
 pub use database::{ReplicatedDatabase, ReplicatedDatabaseBuilder};
 pub use error::ReplicaError;
 pub use migrate::{MigrateOptions, MigrationReport};

@@ -1,12 +1,14 @@
 //! A database node: its pool, its role, its counters and whether it is currently usable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use sea_orm::{DatabaseConnection, DbErr};
 use serde::Serialize;
 
 use crate::backend::Dialect;
+use crate::consistency::Position;
 use crate::stats::NodeCounters;
 
 /// The role a node was configured with.
@@ -46,6 +48,9 @@ pub struct Node {
     /// Milliseconds since `epoch` before which the node is skipped (passive health).
     down_until_ms: AtomicU64,
     epoch: Instant,
+    /// The highest replay position this node is known to have reached. Replay only moves
+    /// forward, so an old reading is a safe lower bound.
+    replayed: RwLock<Position>,
 }
 
 /// How long a node that failed at the connection level is left out of routing.
@@ -66,6 +71,7 @@ impl Node {
             counters: NodeCounters::default(),
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            replayed: RwLock::new(Position::None),
         }
     }
 
@@ -101,6 +107,28 @@ impl Node {
 
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The highest replay position this node is known to have reached.
+    pub fn known_position(&self) -> Position {
+        self.replayed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True when the node is known to have replayed `wanted`, without asking it.
+    pub(crate) fn known_to_have(&self, wanted: &Position) -> bool {
+        self.replayed
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_reached(wanted)
+    }
+
+    /// Records a replay position read from the node (keeping the later one).
+    pub(crate) fn observe_position(&self, seen: &Position) {
+        let mut known = self.replayed.write().unwrap_or_else(|p| p.into_inner());
+        *known = known.merge(seen);
     }
 
     /// Looks at an error from this node; a connection-level one takes the node out of routing

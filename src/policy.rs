@@ -54,6 +54,14 @@ pub enum RouteReason {
     Fallback,
     /// A nested unit on the node its parent already uses.
     Inherited,
+    /// A read-only unit with a causal token, on a replica known to have replayed it.
+    CaughtUp,
+    /// A read-only unit with a causal token, on a replica it waited for.
+    WaitedForReplay,
+    /// A read-only unit with a causal token no replica replayed in time: the primary, read only.
+    NotReplayed,
+    /// A read-only unit that asked for the primary: the primary, read only.
+    PrimaryRequested,
 }
 
 impl RouteReason {
@@ -65,12 +73,22 @@ impl RouteReason {
             RouteReason::NoReplicas => "no replicas configured: primary, read only",
             RouteReason::Fallback => "no replica available: fallback to primary, read only",
             RouteReason::Inherited => "nested: parent's node",
+            RouteReason::CaughtUp => "causal token: replica has replayed it",
+            RouteReason::WaitedForReplay => "causal token: waited for replica to replay it",
+            RouteReason::NotReplayed => "causal token: not replayed in time; primary, read only",
+            RouteReason::PrimaryRequested => "primary requested: primary, read only",
         }
     }
 
     /// True when a read-only unit runs on the primary.
     pub fn is_read_only_on_primary(self) -> bool {
-        matches!(self, RouteReason::NoReplicas | RouteReason::Fallback)
+        matches!(
+            self,
+            RouteReason::NoReplicas
+                | RouteReason::Fallback
+                | RouteReason::NotReplayed
+                | RouteReason::PrimaryRequested
+        )
     }
 }
 
@@ -90,6 +108,8 @@ pub(crate) struct Router {
     pub replicas: Vec<Arc<Node>>,
     pub balancer: Box<dyn Balancer>,
     pub fallback: Fallback,
+    /// How long a read-only unit with a causal token waits for a replica by default.
+    pub causal_wait: std::time::Duration,
 }
 
 impl Router {

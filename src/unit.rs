@@ -23,7 +23,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use sea_orm::{
@@ -34,16 +34,19 @@ use sea_orm::{
 use tokio::sync::OnceCell;
 use tracing::{field::Empty, Instrument, Span};
 
-use crate::access::Access;
+use crate::access::{Access, ReadWrite};
+use crate::consistency::{route_read, CausalToken, Consistency};
 use crate::policy::{Route, RouteReason};
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::NodeCounters;
 use crate::{ReplicaError, ReplicatedDatabase};
 
 /// Options of one unit of work.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitOptions {
     isolation: Option<IsolationLevel>,
+    consistency: Consistency,
+    max_wait: Option<Duration>,
 }
 
 impl UnitOptions {
@@ -63,6 +66,30 @@ impl UnitOptions {
     /// A read-only unit whose statements all see one snapshot (`REPEATABLE READ, READ ONLY`).
     pub fn snapshot(self) -> Self {
         self.isolation(IsolationLevel::RepeatableRead)
+    }
+
+    /// What a read-only unit must see (default: [`Consistency::Eventual`]).
+    pub fn consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    /// Read-your-writes: run only where `token` has been replayed (merged with any token
+    /// already given).
+    pub fn after(mut self, token: &CausalToken) -> Self {
+        self.consistency = match self.consistency {
+            Consistency::ReadYourWrites(mine) => Consistency::ReadYourWrites(mine.merge(token)),
+            Consistency::Primary => Consistency::Primary,
+            Consistency::Eventual => Consistency::ReadYourWrites(token.clone()),
+        };
+        self
+    }
+
+    /// How long to wait for a replica to replay the token before using the primary
+    /// (default: the handle's `causal_wait`).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.max_wait = Some(wait);
+        self
     }
 
     /// The isolation level asked for, if any.
@@ -215,7 +242,10 @@ impl<A: Access> UnitOfWork<A> {
     fn record_route(&self, route: &Route, started: Instant) {
         let node = &route.node;
         NodeCounters::bump(&node.counters.units);
-        if route.reason == RouteReason::Fallback {
+        if matches!(
+            route.reason,
+            RouteReason::Fallback | RouteReason::NotReplayed
+        ) {
             self.db
                 .counters()
                 .fallbacks
@@ -235,9 +265,14 @@ impl<A: Access> UnitOfWork<A> {
         self.state
             .get_or_try_init(|| async {
                 let started = Instant::now();
+                let router = self.db.router();
                 let route = match &self.pinned {
                     Some(route) => route.clone(),
-                    None => self.db.router().route(A::READ_ONLY).map_err(DbErr::from)?,
+                    None if A::READ_ONLY => {
+                        let wait = self.options.max_wait.unwrap_or(router.causal_wait);
+                        route_read(router, &self.options.consistency, wait).await?
+                    }
+                    None => router.route(false)?,
                 };
                 let in_txn = !A::READ_ONLY
                     || self.options.isolation.is_some()
@@ -289,6 +324,31 @@ impl<A: Access> UnitOfWork<A> {
                 Ok(Self::open(self.db.clone(), options, Some(route)))
             }
         }
+    }
+}
+
+impl UnitOfWork<ReadWrite> {
+    /// Commits, then returns a [`CausalToken`]: the primary's position after this commit.
+    /// Hand it to a later read-only unit ([`UnitOptions::after`]) — in this process or another —
+    /// and that unit reads only where this write has been replayed. A unit that ran no
+    /// statement returns an empty token without touching any pool.
+    ///
+    /// Cost: one more round trip to the primary after the commit
+    /// (`pg_current_wal_insert_lsn()` / `@@gtid_binlog_pos`).
+    pub async fn commit_causal(self) -> Result<CausalToken, ReplicaError> {
+        let Some(route) = self.route().cloned() else {
+            return Ok(CausalToken::default());
+        };
+        let span = self.span.clone();
+        self.commit().await?;
+        let node = &route.node;
+        let position = node
+            .dialect()
+            .current_position(node.connection())
+            .instrument(span)
+            .await
+            .inspect_err(|e| node.observe_error(e))?;
+        Ok(CausalToken::new(position))
     }
 }
 
@@ -377,7 +437,7 @@ impl<A: Access> TransactionTrait for UnitOfWork<A> {
     type Transaction = UnitOfWork<A>;
 
     async fn begin(&self) -> Result<Self, DbErr> {
-        self.nested(self.options).await
+        self.nested(self.options.clone()).await
     }
 
     async fn begin_with_config(
@@ -393,6 +453,7 @@ impl<A: Access> TransactionTrait for UnitOfWork<A> {
         }
         let options = UnitOptions {
             isolation: isolation_level.or(self.options.isolation),
+            ..self.options.clone()
         };
         self.nested(options).await
     }

@@ -35,6 +35,8 @@ macro_rules! every_backend_scenarios {
             repository_crud,
             streams_in_units,
             read_only_scope_routes_handle_reads,
+            read_your_writes_with_causal_tokens,
+            primary_consistency_reads_the_primary_read_only,
         );
     };
 }

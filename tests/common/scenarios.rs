@@ -475,3 +475,95 @@ pub async fn nested_builder_saves_a_graph_in_a_unit(c: &Cluster) {
         2
     );
 }
+
+/// Outcome of a run of write→read pairs.
+#[derive(Debug, Default)]
+struct Pairs {
+    stale: usize,
+    on_replica: usize,
+    total: usize,
+}
+
+/// `n` pairs: insert a banner in a read-write unit, then read it at once in a read-only unit,
+/// with the write's causal token (`with_token`) or without. Which node served each read is
+/// asked of the server.
+async fn write_read_pairs(db: &ReplicatedDatabase, n: usize, with_token: bool) -> Pairs {
+    let mut out = Pairs::default();
+    for i in 0..n {
+        let unit = db.begin_read_write();
+        let saved = Banners::insert(&unit, new_banner(&format!("pair-{i}")))
+            .await
+            .unwrap();
+        let token = unit.commit_causal().await.unwrap();
+        // the token travels as a string, as it would in a cookie
+        let token: sea_orm_replica::CausalToken = token.to_string().parse().unwrap();
+        let options = if with_token {
+            UnitOptions::new().after(&token)
+        } else {
+            UnitOptions::new()
+        };
+        let unit = db.begin_unit::<sea_orm_replica::ReadOnly>(options);
+        let found = Banners::find_by_id(&unit, saved.id).await.unwrap();
+        let served = served_by(&unit).await.unwrap();
+        out.total += 1;
+        out.stale += usize::from(found.is_none());
+        out.on_replica += usize::from(served.replica);
+    }
+    out
+}
+
+pub async fn read_your_writes_with_causal_tokens(c: &Cluster) {
+    let db = c.handle_with(c.all_replicas()).await;
+    let with = write_read_pairs(&db, 1000, true).await;
+    eprintln!(
+        "{:?} with tokens: {} of {} reads stale, {:.1}% served by replicas",
+        c.backend,
+        with.stale,
+        with.total,
+        100.0 * with.on_replica as f64 / with.total as f64
+    );
+    assert_eq!(
+        with.stale, 0,
+        "a read with the write's token missed the write"
+    );
+    assert!(
+        with.on_replica > 0,
+        "no read with a token was served by a replica"
+    );
+    if c.backend != DbBackend::Sqlite {
+        let without = write_read_pairs(&db, 200, false).await;
+        eprintln!(
+            "{:?} without tokens: {} of {} reads stale, {:.1}% served by replicas",
+            c.backend,
+            without.stale,
+            without.total,
+            100.0 * without.on_replica as f64 / without.total as f64
+        );
+        assert!(
+            without.stale > 0,
+            "without tokens some reads should be stale on a replica"
+        );
+    }
+}
+
+pub async fn primary_consistency_reads_the_primary_read_only(c: &Cluster) {
+    let db = c.handle().await;
+    let unit = db.begin_unit::<sea_orm_replica::ReadOnly>(
+        UnitOptions::new().consistency(sea_orm_replica::Consistency::Primary),
+    );
+    let served = served_by(&unit).await.unwrap();
+    assert_eq!(served.port, port_of(&c.primary));
+    assert!(!served.replica);
+    if c.backend != DbBackend::Sqlite {
+        assert!(session_read_only(&unit).await);
+    }
+    assert_eq!(
+        unit.route().unwrap().reason,
+        sea_orm_replica::RouteReason::PrimaryRequested
+    );
+    // and a unit that wrote nothing has an empty token, taken without any pool
+    let before = db.stats().total_acquisitions();
+    let token = db.begin_read_write().commit_causal().await.unwrap();
+    assert_eq!(token.position(), &sea_orm_replica::Position::None);
+    assert_eq!(db.stats().total_acquisitions(), before);
+}
