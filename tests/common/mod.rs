@@ -163,11 +163,38 @@ pub async fn migrate_once(db: &ReplicatedDatabase) {
     let mut done = MIGRATED.lock().await;
     let key = db.primary().url().to_owned();
     if !done.contains(&key) {
+        create_write_probe(db).await;
         db.migrate::<Migrator>(MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)))
             .await
             .expect("migrate the test schema");
         done.push(key);
     }
+}
+
+/// `sor_write_probe()`: a function that writes, so a test can show the *server* refuses a
+/// write that no client-side check can see. Created on the primary (and replicated, since the
+/// migration run after it waits for the replicas).
+async fn create_write_probe(db: &ReplicatedDatabase) {
+    let primary = db.primary().connection();
+    let sql = match db.backend() {
+        DbBackend::Postgres => {
+            "CREATE OR REPLACE FUNCTION sor_write_probe() RETURNS int LANGUAGE sql AS \
+             $$ INSERT INTO banner (name) VALUES ('write probe') RETURNING 1 $$"
+        }
+        DbBackend::MySql => {
+            "CREATE FUNCTION IF NOT EXISTS sor_write_probe() RETURNS INT DETERMINISTIC MODIFIES SQL DATA \
+             BEGIN INSERT INTO banner (name) VALUES ('write probe'); RETURN 1; END"
+        }
+        _ => return,
+    };
+    // the function body names `banner`: make sure the table exists first
+    db.migrate::<Migrator>(MigrateOptions::new())
+        .await
+        .expect("migrate the test schema");
+    primary
+        .execute_unprepared(sql)
+        .await
+        .expect("create sor_write_probe()");
 }
 
 /// Which node answered, as the server reports it.

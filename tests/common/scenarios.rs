@@ -39,30 +39,26 @@ async fn count_named(db: &ReplicatedDatabase, name: &str) -> u64 {
         .expect("count on the primary")
 }
 
-/// Whether the server runs the current statement in a read-only transaction.
-async fn session_read_only<C: ConnectionTrait>(conn: &C) -> bool {
+/// Whether the server refuses a write the client-side check cannot see: `SELECT
+/// sor_write_probe()`, a function that inserts a row (created by the harness). SQLite has no
+/// stored functions; there the reader pool's `query_only` is asked instead.
+async fn server_refuses_hidden_write<C: ConnectionTrait>(conn: &C) -> bool {
     let backend = conn.get_database_backend();
-    let sql = match backend {
-        DbBackend::Postgres => {
-            "SELECT (current_setting('transaction_read_only') = 'on')::int4::int8 AS ro"
+    if backend == DbBackend::Sqlite {
+        return served_by(conn).await.expect("ask the session").replica;
+    }
+    let probe = Statement::from_string(backend, "SELECT sor_write_probe() AS n");
+    match conn.query_one_raw(probe).await {
+        Ok(_) => false,
+        Err(err) => {
+            let text = err.to_string().to_lowercase();
+            assert!(
+                text.contains("read-only") || text.contains("read only"),
+                "unexpected error: {err}"
+            );
+            true
         }
-        // MariaDB's @@tx_read_only shows the session default; InnoDB knows the transaction's mode
-        // once it has read a table.
-        DbBackend::MySql => {
-            conn.execute_unprepared("SELECT COUNT(*) FROM banner")
-                .await
-                .expect("touch InnoDB");
-            "SELECT CAST(COALESCE(MAX(trx_is_read_only), 0) AS SIGNED) AS ro \
-             FROM information_schema.innodb_trx WHERE trx_mysql_thread_id = CONNECTION_ID()"
-        }
-        _ => "SELECT query_only AS ro FROM pragma_query_only",
-    };
-    let row = conn
-        .query_one_raw(Statement::from_string(backend, sql))
-        .await
-        .expect("ask the session")
-        .expect("a row");
-    row.try_get::<i64>("", "ro").expect("ro column") != 0
+    }
 }
 
 pub async fn read_write_unit_runs_on_primary(c: &Cluster) {
@@ -172,7 +168,7 @@ pub async fn read_only_fallback_is_read_only_on_the_primary(c: &Cluster) {
     assert!(!served.replica);
     if c.backend != DbBackend::Sqlite {
         assert!(
-            session_read_only(&unit).await,
+            server_refuses_hidden_write(&unit).await,
             "fallback unit must run READ ONLY on the server"
         );
     }
@@ -190,7 +186,7 @@ pub async fn read_only_fallback_is_read_only_on_the_primary(c: &Cluster) {
     served_by(&unit).await.unwrap(); // the replica is up: fine
     drop(unit);
     assert!(
-        !session_read_only(&db).await,
+        !server_refuses_hidden_write(&db).await,
         "outside units the handle is the read-write primary"
     );
 }
@@ -357,7 +353,7 @@ pub async fn snapshot_units_run_in_one_read_only_transaction(c: &Cluster) {
             .unwrap()
             .unwrap();
         assert_eq!(row.try_get::<String>("", "iso").unwrap(), "repeatable read");
-        assert!(session_read_only(&unit).await);
+        assert!(server_refuses_hidden_write(&unit).await);
     }
     unit.commit().await.unwrap();
 }
@@ -555,7 +551,7 @@ pub async fn primary_consistency_reads_the_primary_read_only(c: &Cluster) {
     assert_eq!(served.port, port_of(&c.primary));
     assert!(!served.replica);
     if c.backend != DbBackend::Sqlite {
-        assert!(session_read_only(&unit).await);
+        assert!(server_refuses_hidden_write(&unit).await);
     }
     assert_eq!(
         unit.route().unwrap().reason,
