@@ -36,6 +36,8 @@ enum Op {
     RawInsert,
     /// one INSERT in a read-write unit.
     UnitInsert,
+    /// one INSERT in a read-write unit committed with `commit_causal()` (a causal token).
+    UnitInsertCausal,
 }
 
 /// What the operations run against: one connection per node, shared by both sides, so raw
@@ -55,6 +57,7 @@ impl Op {
             "snapshot-select" => Op::SnapshotSelect,
             "raw-insert" => Op::RawInsert,
             "unit-insert" => Op::UnitInsert,
+            "unit-insert-causal" => Op::UnitInsertCausal,
             _ => return None,
         })
     }
@@ -86,6 +89,11 @@ impl Op {
                 let unit = c.db.begin_read_write();
                 black_box(new_banner().insert(&unit).await?);
                 unit.commit().await?;
+            }
+            Op::UnitInsertCausal => {
+                let unit = c.db.begin_read_write();
+                black_box(new_banner().insert(&unit).await?);
+                black_box(unit.commit_causal().await.map_err(DbErr::from)?);
             }
         }
         Ok(())
@@ -266,6 +274,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "≤ 1.05×",
         Op::RawInsert,
         Op::UnitInsert,
+    )
+    .await?;
+    compare(
+        &c,
+        "INSERT + causal token: commit_causal() vs raw SeaORM transaction (primary)",
+        "for the record",
+        Op::RawInsert,
+        Op::UnitInsertCausal,
     )
     .await?;
     compare(

@@ -152,6 +152,41 @@ impl Dialect {
         parsed.map_err(|e| DbErr::Type(e.to_string()))
     }
 
+    /// How far behind the primary a replica is, in time: PostgreSQL `now() -
+    /// pg_last_xact_replay_timestamp()` while WAL is waiting to be replayed (0 when all received
+    /// WAL is replayed); MariaDB `Seconds_Behind_Master`. `None`: unknown (replication stopped,
+    /// or SQLite, which has no lag).
+    pub async fn replica_lag<C: ConnectionTrait>(
+        self,
+        conn: &C,
+    ) -> Result<Option<Duration>, DbErr> {
+        match self.0 {
+            DbBackend::Postgres => {
+                let sql = "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NULL THEN NULL \
+                           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                           ELSE GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int8) \
+                           END AS lag_ms";
+                let row = conn.query_one_raw(self.stmt(sql, vec![])).await?;
+                let ms = row
+                    .map(|r| r.try_get::<Option<i64>>("", "lag_ms"))
+                    .transpose()?
+                    .flatten();
+                Ok(ms.map(|ms| Duration::from_millis(ms.max(0) as u64)))
+            }
+            DbBackend::MySql => {
+                let row = conn
+                    .query_one_raw(self.stmt("SHOW SLAVE STATUS", vec![]))
+                    .await?;
+                let secs = row
+                    .map(|r| r.try_get::<Option<u64>>("", "Seconds_Behind_Master"))
+                    .transpose()?
+                    .flatten();
+                Ok(secs.map(Duration::from_secs))
+            }
+            _ => Ok(Some(Duration::ZERO)),
+        }
+    }
+
     /// Waits until a replica has replayed `position` or `timeout` passes. Returns whether it did.
     /// PostgreSQL polls `pg_last_wal_replay_lsn()` (`WAIT FOR LSN` is PostgreSQL 19+);
     /// MariaDB uses `MASTER_GTID_WAIT`.

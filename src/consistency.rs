@@ -33,6 +33,9 @@ pub enum Consistency {
     /// costs nothing; otherwise the replicas are asked (one round trip each), then the unit
     /// waits up to the wait bound, then runs on the primary.
     ReadYourWrites(CausalToken),
+    /// Only replicas measured (by the monitor) no further behind than this; none → fallback.
+    /// Costs nothing per unit: the monitor measures in the background.
+    BoundedStaleness(Duration),
     /// The primary, in a `READ ONLY` transaction: sees the latest data, offloads nothing.
     Primary,
 }
@@ -46,6 +49,7 @@ pub(crate) async fn route_read(
 ) -> Result<Route, ReplicaError> {
     let wanted = match consistency {
         Consistency::Eventual => return router.route(true),
+        Consistency::BoundedStaleness(bound) => return router.route_within(true, Some(*bound)),
         Consistency::Primary => {
             return Ok(Route {
                 node: router.primary.clone(),

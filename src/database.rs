@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use crate::access::{Access, ReadOnly, ReadWrite};
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
+use crate::health::{spawn_monitor, DEFAULT_MONITOR_INTERVAL};
 use crate::node::{Node, Role};
 use crate::policy::{Balancer, RoundRobin, Route, Router};
 use crate::scope::scoped_route;
@@ -134,6 +135,8 @@ pub struct ReplicatedDatabaseBuilder {
     sqlite_reader_pool: Option<bool>,
     balancer: Option<Box<dyn Balancer>>,
     causal_wait: Option<Duration>,
+    max_lag: Option<Duration>,
+    monitor_interval: Option<Duration>,
 }
 
 /// How long a read-only unit with a causal token waits for a replica, unless told otherwise.
@@ -199,6 +202,20 @@ impl ReplicatedDatabaseBuilder {
         self
     }
 
+    /// Bounded staleness for the whole handle: replicas measured further behind than `bound`
+    /// are not used (an unmeasured replica is not used either). Default: no bound.
+    pub fn max_lag(mut self, bound: Duration) -> Self {
+        self.max_lag = Some(bound);
+        self
+    }
+
+    /// How often the background monitor measures replica lag and replay positions.
+    /// Default: [`DEFAULT_MONITOR_INTERVAL`] (500 ms).
+    pub fn monitor_interval(mut self, interval: Duration) -> Self {
+        self.monitor_interval = Some(interval);
+        self
+    }
+
     /// How read-only units choose among replicas. Default: [`RoundRobin`].
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
         self.balancer = Some(Box::new(balancer));
@@ -260,21 +277,27 @@ impl ReplicatedDatabaseBuilder {
             backend = backend.as_str(),
             "replicated database connected"
         );
-        Ok(ReplicatedDatabase {
-            inner: Arc::new(Inner {
-                router: Router {
-                    primary,
-                    replicas: replica_nodes,
-                    balancer: self
-                        .balancer
-                        .unwrap_or_else(|| Box::new(RoundRobin::default())),
-                    fallback: self.fallback,
-                    causal_wait: self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
-                },
-                backend,
-                counters: HandleCounters::default(),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            router: Router {
+                primary,
+                replicas: replica_nodes,
+                balancer: self
+                    .balancer
+                    .unwrap_or_else(|| Box::new(RoundRobin::default())),
+                fallback: self.fallback,
+                causal_wait: self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
+                max_lag: self.max_lag,
+            },
+            backend,
+            counters: HandleCounters::default(),
+        });
+        if backend != DbBackend::Sqlite && !inner.router.replicas.is_empty() {
+            let interval = self.monitor_interval.unwrap_or(DEFAULT_MONITOR_INTERVAL);
+            spawn_monitor(Arc::downgrade(&inner), interval, |inner: &Inner| {
+                &inner.router
+            });
+        }
+        Ok(ReplicatedDatabase { inner })
     }
 }
 

@@ -29,7 +29,8 @@
 //! | [`access`] | read-only / read-write as types; [`Writable`] |
 //! | [`unit`] | the lazy [`UnitOfWork`] and what it promises |
 //! | [`policy`] | routing policy: which node, and why ([`RouteReason`]) |
-//! | [`node`] | a node: pool, role, passive health |
+//! | [`node`] | a node: pool, role, passive health, measured lag |
+//! | [`health`] | node health: the background lag monitor |
 //! | [`scope`] | the ambient, task-scoped [`read_only_scope`] |
 //! | [`statement_kind`] | is a statement a read or a write |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
@@ -46,6 +47,7 @@ pub mod config;
 pub mod consistency;
 pub mod database;
 pub mod error;
+pub mod health;
 pub mod migrate;
 pub mod node;
 pub mod policy;

@@ -51,7 +51,11 @@ pub struct Node {
     /// The highest replay position this node is known to have reached. Replay only moves
     /// forward, so an old reading is a safe lower bound.
     replayed: RwLock<Position>,
+    /// Replication lag in milliseconds as last measured; `u64::MAX` while unknown.
+    lag_ms: AtomicU64,
 }
+
+const LAG_UNKNOWN: u64 = u64::MAX;
 
 /// How long a node that failed at the connection level is left out of routing.
 pub(crate) const PASSIVE_COOLDOWN: Duration = Duration::from_secs(1);
@@ -72,6 +76,7 @@ impl Node {
             down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             replayed: RwLock::new(Position::None),
+            lag_ms: AtomicU64::new(LAG_UNKNOWN),
         }
     }
 
@@ -107,6 +112,26 @@ impl Node {
 
     fn elapsed_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Replication lag as last measured by the monitor; `None` while unknown.
+    pub fn lag(&self) -> Option<Duration> {
+        match self.lag_ms.load(Ordering::Relaxed) {
+            LAG_UNKNOWN => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn set_lag(&self, lag: Option<Duration>) {
+        let ms = lag.map_or(LAG_UNKNOWN, |d| {
+            u64::try_from(d.as_millis()).unwrap_or(LAG_UNKNOWN - 1)
+        });
+        self.lag_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// True when the node's measured lag is within `bound` (an unknown lag is not).
+    pub(crate) fn lag_within(&self, bound: Duration) -> bool {
+        self.lag().is_some_and(|lag| lag <= bound)
     }
 
     /// The highest replay position this node is known to have reached.

@@ -7,6 +7,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Fallback;
 use crate::node::Node;
@@ -109,12 +110,24 @@ pub(crate) struct Router {
     pub balancer: Box<dyn Balancer>,
     pub fallback: Fallback,
     /// How long a read-only unit with a causal token waits for a replica by default.
-    pub causal_wait: std::time::Duration,
+    pub causal_wait: Duration,
+    /// Replicas measured further behind than this are not used (bounded staleness).
+    pub max_lag: Option<Duration>,
 }
 
 impl Router {
-    /// Routes a unit: read-write to the primary, read-only to a replica.
+    /// Routes a unit: read-write to the primary, read-only to a replica within the handle's
+    /// lag bound.
     pub fn route(&self, read_only: bool) -> Result<Route, ReplicaError> {
+        self.route_within(read_only, self.max_lag)
+    }
+
+    /// Like [`route`](Self::route), with replicas limited to those measured within `max_lag`.
+    pub fn route_within(
+        &self,
+        read_only: bool,
+        max_lag: Option<Duration>,
+    ) -> Result<Route, ReplicaError> {
         if !read_only {
             return Ok(Route {
                 node: self.primary.clone(),
@@ -127,9 +140,10 @@ impl Router {
                 reason: RouteReason::NoReplicas,
             });
         }
-        let picked = self
-            .balancer
-            .pick(self.replicas.len(), &|i| self.replicas[i].is_available());
+        let picked = self.balancer.pick(self.replicas.len(), &|i| {
+            let node = &self.replicas[i];
+            node.is_available() && max_lag.is_none_or(|bound| node.lag_within(bound))
+        });
         match (picked, self.fallback) {
             (Some(i), _) => Ok(Route {
                 node: self.replicas[i].clone(),
@@ -140,7 +154,13 @@ impl Router {
                 reason: RouteReason::Fallback,
             }),
             (None, Fallback::Error) => Err(ReplicaError::NoReplicaAvailable {
-                reason: format!("all {} replicas are unavailable", self.replicas.len()),
+                reason: match max_lag {
+                    Some(bound) => format!(
+                        "all {} replicas are unavailable or lag more than {bound:?}",
+                        self.replicas.len()
+                    ),
+                    None => format!("all {} replicas are unavailable", self.replicas.len()),
+                },
             }),
         }
     }

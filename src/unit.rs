@@ -80,7 +80,9 @@ impl UnitOptions {
         self.consistency = match self.consistency {
             Consistency::ReadYourWrites(mine) => Consistency::ReadYourWrites(mine.merge(token)),
             Consistency::Primary => Consistency::Primary,
-            Consistency::Eventual => Consistency::ReadYourWrites(token.clone()),
+            Consistency::Eventual | Consistency::BoundedStaleness(_) => {
+                Consistency::ReadYourWrites(token.clone())
+            }
         };
         self
     }

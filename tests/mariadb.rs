@@ -11,4 +11,5 @@ scenarios!(cluster(DbBackend::MySql);
     snapshot_units_run_in_one_read_only_transaction,
     migrations_refuse_a_replica,
     migrations_wait_for_every_replica,
+    monitor_measures_replica_lag,
 );

@@ -12,4 +12,6 @@ scenarios!(cluster(DbBackend::Postgres);
     migrations_refuse_a_replica,
     migrations_wait_for_every_replica,
     banner_story_on_a_lagging_replica,
+    bounded_staleness_skips_a_paused_replica,
+    monitor_measures_replica_lag,
 );

@@ -563,3 +563,93 @@ pub async fn primary_consistency_reads_the_primary_read_only(c: &Cluster) {
     assert_eq!(token.position(), &sea_orm_replica::Position::None);
     assert_eq!(db.stats().total_acquisitions(), before);
 }
+
+/// Polls `check` until it returns true or `deadline` passes; returns whether it did.
+async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    while Instant::now() < until {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Bounded staleness: a replica whose replay is paused falls behind the bound and is skipped;
+/// resumed, it is used again. The node that served is asked of the server.
+pub async fn bounded_staleness_skips_a_paused_replica(c: &Cluster) {
+    let replica_url = c.replicas[0].clone();
+    let db = ReplicatedDatabase::builder()
+        .primary_node(NodeConfig::new(&c.primary).name("primary"))
+        .replica_node(NodeConfig::new(&replica_url).name("replica-1"))
+        .max_lag(Duration::from_millis(300))
+        .monitor_interval(Duration::from_millis(50))
+        .connect()
+        .await
+        .unwrap();
+    super::migrate_once(&db).await;
+    let served_replica = || async {
+        let unit = db.begin_read_only();
+        served_by(&unit).await.unwrap().replica
+    };
+    assert!(
+        eventually(Duration::from_secs(10), served_replica).await,
+        "replica never within the bound"
+    );
+
+    let control = sea_orm::Database::connect(replica_url.as_str())
+        .await
+        .unwrap();
+    control
+        .execute_unprepared("SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let skipped = eventually(Duration::from_secs(15), || async {
+        Banners::insert(&db, new_banner("staleness")).await.unwrap();
+        !served_replica().await
+    })
+    .await;
+    let lag_seen = db.node("replica-1").unwrap().lag();
+    control
+        .execute_unprepared("SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    let used_again = eventually(Duration::from_secs(15), served_replica).await;
+
+    assert!(
+        skipped,
+        "a paused replica beyond the lag bound was still used"
+    );
+    assert!(
+        lag_seen.is_some_and(|l| l > Duration::from_millis(300)),
+        "measured lag: {lag_seen:?}"
+    );
+    assert!(used_again, "the resumed replica was not used again");
+    assert!(db.stats().fallbacks > 0);
+}
+
+/// The background monitor measures every replica's lag and replay position.
+pub async fn monitor_measures_replica_lag(c: &Cluster) {
+    let mut builder = ReplicatedDatabase::builder()
+        .primary(&c.primary)
+        .monitor_interval(Duration::from_millis(50));
+    for url in c.all_replicas() {
+        builder = builder.replica(url);
+    }
+    let db = builder.connect().await.unwrap();
+    let measured = eventually(Duration::from_secs(10), || async {
+        db.replicas()
+            .all(|n| n.lag().is_some() && n.known_position() != sea_orm_replica::Position::None)
+    })
+    .await;
+    let report: Vec<_> = db
+        .replicas()
+        .map(|n| (n.name().to_owned(), n.lag(), n.known_position()))
+        .collect();
+    assert!(measured, "not every replica was measured: {report:?}");
+}
