@@ -15,10 +15,13 @@ use tracing::Instrument;
 
 use crate::access::{Access, ReadOnly, ReadWrite};
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
+use crate::consistency::{route_read, CausalToken, Consistency};
 use crate::health::{spawn_monitor, DEFAULT_MONITOR_INTERVAL};
 use crate::node::{Node, Role};
-use crate::policy::{Balancer, RoundRobin, Route, Router};
-use crate::scope::scoped_route;
+use crate::policy::{Balancer, RoundRobin, Route, RouteReason, Router};
+use crate::scope::{
+    current_token, in_read_only_scope, pin_route, pinned_route, record_write, wants_tokens,
+};
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::{HandleCounters, NodeCounters, StatsSnapshot};
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
@@ -481,38 +484,58 @@ impl ReplicatedDatabase {
 
     /// Where a statement sent to the handle goes: the primary, or inside a read-only scope the
     /// scope's replica (after the write check).
-    fn ambient(&self, sql: &str) -> Result<Option<Route>, DbErr> {
-        let Some(route) = self.scope_route() else {
+    async fn ambient(&self, sql: &str) -> Result<Option<Route>, DbErr> {
+        if !in_read_only_scope() {
             return Ok(None);
-        };
+        }
         if let StatementKind::Write(keyword) = classify(sql) {
             return Err(ReplicaError::WriteInReadOnly {
                 keyword: keyword.to_owned(),
             }
             .into());
         }
-        route.map(Some).map_err(DbErr::from)
+        Ok(Some(self.scope_route().await?))
     }
 
-    /// In a read-only scope, the node this handle is pinned to (chosen on first use);
-    /// outside any scope, `None`.
-    fn scope_route(&self) -> Option<Result<Route, ReplicaError>> {
+    /// In a read-only scope: the node this handle is pinned to, chosen on first use so that it
+    /// has replayed the scope's token.
+    async fn scope_route(&self) -> Result<Route, ReplicaError> {
         let key = Arc::as_ptr(&self.inner) as usize;
-        scoped_route(key, || {
-            let route = self.router().route(true)?;
-            NodeCounters::bump(&route.node.counters.units);
-            if route.reason.is_read_only_on_primary() {
-                self.counters()
-                    .fallbacks
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            tracing::debug!(
-                node = route.node.name(),
-                reason = route.reason.as_str(),
-                "read-only scope routed"
-            );
-            Ok(route)
-        })
+        if let Some(route) = pinned_route(key) {
+            return Ok(route);
+        }
+        let consistency = match current_token() {
+            Some(token) => Consistency::ReadYourWrites(token),
+            None => Consistency::Eventual,
+        };
+        let route = route_read(self.router(), &consistency, self.router().causal_wait).await?;
+        let route = pin_route(key, route);
+        NodeCounters::bump(&route.node.counters.units);
+        if matches!(
+            route.reason,
+            RouteReason::Fallback | RouteReason::NotReplayed
+        ) {
+            self.counters()
+                .fallbacks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::debug!(
+            node = route.node.name(),
+            reason = route.reason.as_str(),
+            "read-only scope routed"
+        );
+        Ok(route)
+    }
+
+    /// After a write sent straight to the handle inside a scope: record the primary's position.
+    async fn record_handle_write(&self) -> Result<(), DbErr> {
+        let primary = self.primary();
+        let position = primary
+            .dialect()
+            .current_position(primary.connection())
+            .await?;
+        record_write(&CausalToken::new(position));
+        Ok(())
     }
 }
 
@@ -520,7 +543,9 @@ impl ReplicatedDatabase {
 /// (inside a `READ ONLY` transaction when that node is the primary).
 macro_rules! on_ambient {
     ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
-        let route = $self.ambient($sql)?;
+        let route = $self.ambient($sql).await?;
+        let records =
+            route.is_none() && wants_tokens() && matches!(classify($sql), StatementKind::Write(_));
         let node: &Node = match &route {
             Some(route) => &route.node,
             None => $self.primary(),
@@ -545,7 +570,11 @@ macro_rules! on_ambient {
                 $call.await
             }
         };
-        result.inspect_err(|e| node.observe_error(e))
+        let result = result.inspect_err(|e| node.observe_error(e));
+        if records && result.is_ok() {
+            $self.record_handle_write().await?;
+        }
+        result
     }};
 }
 
@@ -587,7 +616,7 @@ impl StreamTrait for ReplicatedDatabase {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            let route = self.ambient(&stmt.sql)?;
+            let route = self.ambient(&stmt.sql).await?;
             let node: &Node = route.as_ref().map_or(self.primary(), |r| &r.node);
             NodeCounters::bump(&node.counters.statements);
             NodeCounters::bump(&node.counters.acquisitions);
@@ -601,11 +630,12 @@ impl StreamTrait for ReplicatedDatabase {
 
 impl ReplicatedDatabase {
     /// The connection a plain `begin` uses, and the access mode a read-only scope forces.
-    fn ambient_txn_target(&self) -> Result<(DatabaseConnection, Option<AccessMode>), DbErr> {
-        match self.scope_route() {
-            None => Ok((self.primary().connection().clone(), None)),
-            Some(route) => Ok((route?.node.connection().clone(), Some(AccessMode::ReadOnly))),
+    async fn ambient_txn_target(&self) -> Result<(DatabaseConnection, Option<AccessMode>), DbErr> {
+        if !in_read_only_scope() {
+            return Ok((self.primary().connection().clone(), None));
         }
+        let route = self.scope_route().await?;
+        Ok((route.node.connection().clone(), Some(AccessMode::ReadOnly)))
     }
 }
 
@@ -624,7 +654,7 @@ impl TransactionTrait for ReplicatedDatabase {
         isolation_level: Option<IsolationLevel>,
         access_mode: Option<AccessMode>,
     ) -> Result<DatabaseTransaction, DbErr> {
-        let (conn, forced) = self.ambient_txn_target()?;
+        let (conn, forced) = self.ambient_txn_target().await?;
         if forced.is_some() && access_mode == Some(AccessMode::ReadWrite) {
             return Err(ReplicaError::WriteInReadOnly {
                 keyword: "BEGIN READ WRITE".into(),
@@ -672,6 +702,7 @@ impl TransactionTrait for ReplicatedDatabase {
     {
         let (conn, forced) = self
             .ambient_txn_target()
+            .await
             .map_err(TransactionError::Connection)?;
         conn.transaction_with_config(callback, isolation_level, forced.or(access_mode))
             .await

@@ -31,7 +31,7 @@
 //! | [`policy`] | routing policy: which node, and why ([`RouteReason`]) |
 //! | [`node`] | a node: pool, role, passive health, measured lag |
 //! | [`health`] | node health: the background lag monitor |
-//! | [`scope`] | the ambient, task-scoped [`read_only_scope`] |
+//! | [`scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
 //! | [`statement_kind`] | is a statement a read or a write |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
@@ -66,6 +66,6 @@ pub use migrate::{MigrateOptions, MigrationReport};
 pub use node::{Node, Role};
 pub use policy::{Balancer, RoundRobin, Route, RouteReason};
 pub use repository::{Page, Repository};
-pub use scope::{in_read_only_scope, read_only_scope};
+pub use scope::{in_read_only_scope, read_only_scope, CausalScope};
 pub use stats::{NodeStats, StatsSnapshot};
 pub use unit::{UnitOfWork, UnitOptions};

@@ -35,8 +35,9 @@ use tokio::sync::OnceCell;
 use tracing::{field::Empty, Instrument, Span};
 
 use crate::access::{Access, ReadWrite};
-use crate::consistency::{route_read, CausalToken, Consistency};
+use crate::consistency::{route_read, CausalToken, Consistency, Position};
 use crate::policy::{Route, RouteReason};
+use crate::scope::{current_token, record_write, wants_tokens};
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::NodeCounters;
 use crate::{ReplicaError, ReplicatedDatabase};
@@ -134,6 +135,9 @@ pub struct UnitOfWork<A: Access> {
     options: UnitOptions,
     /// Set for nested units: the node their parent uses.
     pinned: Option<Route>,
+    /// A nested unit (savepoint or pinned child): its commit is not durable, so it never
+    /// records a causal token.
+    nested: bool,
     state: OnceCell<Active>,
     span: Span,
     opened: Instant,
@@ -167,9 +171,17 @@ impl<A: Access> UnitOfWork<A> {
             reason = Empty,
             wait_us = Empty,
         );
+        let mut options = options;
+        if A::READ_ONLY && options.consistency == Consistency::Eventual {
+            // inside a causal scope, read-only units respect the scope's token
+            if let Some(token) = current_token().filter(|t| *t.position() != Position::None) {
+                options.consistency = Consistency::ReadYourWrites(token);
+            }
+        }
         UnitOfWork {
             db,
             options,
+            nested: pinned.is_some(),
             pinned,
             state: OnceCell::new(),
             span,
@@ -179,7 +191,8 @@ impl<A: Access> UnitOfWork<A> {
     }
 
     fn started(db: ReplicatedDatabase, options: UnitOptions, active: Active) -> Self {
-        let unit = Self::open(db, options, None);
+        let mut unit = Self::open(db, options, None);
+        unit.nested = true;
         unit.record_route(active.route(), Instant::now());
         let _ = unit.state.set(active);
         unit
@@ -206,8 +219,18 @@ impl<A: Access> UnitOfWork<A> {
     }
 
     /// Commits. A unit that ran no statement, or ran statement-level reads only, has nothing
-    /// to commit and returns at once.
+    /// to commit and returns at once. Inside a [`CausalScope`](crate::CausalScope) a
+    /// read-write unit also records its causal token there (one more round trip).
     pub async fn commit(self) -> Result<(), DbErr> {
+        if !A::READ_ONLY && !self.nested && self.is_started() && wants_tokens() {
+            let token = self.commit_capturing().await.map_err(DbErr::from)?;
+            record_write(&token);
+            return Ok(());
+        }
+        self.commit_only().await
+    }
+
+    async fn commit_only(self) -> Result<(), DbErr> {
         let span = self.span.clone();
         match self.state.into_inner() {
             Some(Active::Txn(route, txn)) => txn
@@ -338,11 +361,26 @@ impl UnitOfWork<ReadWrite> {
     /// Cost: one more round trip to the primary after the commit
     /// (`pg_current_wal_insert_lsn()` / `@@gtid_binlog_pos`).
     pub async fn commit_causal(self) -> Result<CausalToken, ReplicaError> {
+        if self.nested {
+            return Err(ReplicaError::Config(
+                "commit_causal on a nested unit: a savepoint is not durable until the outer unit commits".into(),
+            ));
+        }
+        let token = self.commit_capturing().await?;
+        record_write(&token);
+        Ok(token)
+    }
+}
+
+impl<A: Access> UnitOfWork<A> {
+    /// Commits and reads the primary's position after the commit; an empty token when the
+    /// unit ran nothing.
+    async fn commit_capturing(self) -> Result<CausalToken, ReplicaError> {
         let Some(route) = self.route().cloned() else {
             return Ok(CausalToken::default());
         };
         let span = self.span.clone();
-        self.commit().await?;
+        self.commit_only().await?;
         let node = &route.node;
         let position = node
             .dialect()
