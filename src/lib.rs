@@ -33,6 +33,7 @@
 //! | [`health`] | node health: the background lag monitor |
 //! | [`scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
 //! | [`statement_kind`] | is a statement a read or a write |
+//! | `request_routing` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
 //! | [`consistency`] | consistency positions: causal tokens (LSN, GTID) |
@@ -52,6 +53,8 @@ pub mod migrate;
 pub mod node;
 pub mod policy;
 pub mod repository;
+#[cfg(feature = "tower")]
+pub mod request_routing;
 pub mod scope;
 pub mod statement_kind;
 pub mod stats;

@@ -11,6 +11,7 @@ use sea_orm_replica::{MigrateOptions, NodeConfig, ReplicatedDatabase};
 pub mod scenarios;
 
 /// One `#[tokio::test]` per named scenario, each on the cluster `$setup` gives (`None`: skip).
+#[allow(unused_macros)]
 macro_rules! scenarios {
     ($setup:expr; $($name:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -22,6 +23,7 @@ macro_rules! scenarios {
 }
 
 /// The scenarios every backend runs.
+#[allow(unused_macros)]
 macro_rules! every_backend_scenarios {
     ($setup:expr) => {
         scenarios!($setup;

@@ -1,0 +1,245 @@
+//! Request-scoped routing for web services: a tower [`Layer`](tower_layer::Layer).
+//!
+//! Each request runs in a [`CausalScope`]. GET and HEAD (and OPTIONS) requests are read-only:
+//! plain handle reads go to a replica. Other methods run on the primary. The causal token
+//! comes in as a cookie (the default: any cookie-keeping client gets read-your-writes with no
+//! code) or a header. After a request that wrote, the layer sets the updated token on the
+//! response. This is Rails' `DatabaseSelector`, by log position instead of by clock.
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use http::Method;
+//! use sea_orm_replica::request_routing::{CausalLayer, RequestAccess};
+//!
+//! let app: Router = Router::new()
+//!     .route("/banners", get(|| async { "…" }))
+//!     .layer(
+//!         CausalLayer::new()
+//!             .route(Method::GET, "/admin/reindex", RequestAccess::ReadWrite) // a GET that writes
+//!             .route(Method::POST, "/search", RequestAccess::ReadOnly),       // a POST that reads
+//!     );
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{header, HeaderName, HeaderValue, Method, Request, Response};
+
+use crate::{CausalScope, CausalToken};
+
+/// Whether a request reads only or may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestAccess {
+    /// Plain handle reads go to a replica (respecting the token); handle writes are refused.
+    ReadOnly,
+    /// Everything on the primary; writes record the token sent back.
+    ReadWrite,
+}
+
+/// The cookie that carries the causal token unless told otherwise.
+pub const DEFAULT_COOKIE: &str = "sor_causal";
+
+type Classifier = dyn Fn(&Method, &str) -> Option<RequestAccess> + Send + Sync;
+
+#[derive(Clone)]
+struct Config {
+    cookie: Option<String>,
+    header: Option<HeaderName>,
+    cookie_max_age_secs: u64,
+    routes: Vec<(Method, String, RequestAccess)>,
+    classify: Option<Arc<Classifier>>,
+}
+
+/// The layer. See the [module docs](self).
+#[derive(Clone)]
+pub struct CausalLayer {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for CausalLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalLayer")
+            .field("cookie", &self.config.cookie)
+            .field("header", &self.config.header)
+            .field("routes", &self.config.routes)
+            .finish()
+    }
+}
+
+impl Default for CausalLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CausalLayer {
+    /// Token in the `sor_causal` cookie; GET/HEAD/OPTIONS read-only, everything else read-write.
+    pub fn new() -> Self {
+        CausalLayer {
+            config: Arc::new(Config {
+                cookie: Some(DEFAULT_COOKIE.to_owned()),
+                header: None,
+                cookie_max_age_secs: 300,
+                routes: Vec::new(),
+                classify: None,
+            }),
+        }
+    }
+
+    fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(Arc::make_mut(&mut self.config));
+        self
+    }
+
+    /// Names the cookie (default [`DEFAULT_COOKIE`]).
+    pub fn cookie(self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        self.with(|c| c.cookie = Some(name))
+    }
+
+    /// Carries the token in this header instead of a cookie (for API clients).
+    pub fn header(self, name: HeaderName) -> Self {
+        self.with(|c| {
+            c.header = Some(name);
+            c.cookie = None;
+        })
+    }
+
+    /// How long the cookie lives (default 300 s: once replicas caught up it is not needed).
+    pub fn cookie_max_age(self, secs: u64) -> Self {
+        self.with(|c| c.cookie_max_age_secs = secs)
+    }
+
+    /// Overrides the access of one route (method and exact path).
+    pub fn route(self, method: Method, path: impl Into<String>, access: RequestAccess) -> Self {
+        let path = path.into();
+        self.with(|c| c.routes.push((method, path, access)))
+    }
+
+    /// Decides the access of requests the explicit routes do not name; `None` keeps the default.
+    pub fn classify_with<F>(self, f: F) -> Self
+    where
+        F: Fn(&Method, &str) -> Option<RequestAccess> + Send + Sync + 'static,
+    {
+        self.with(|c| c.classify = Some(Arc::new(f)))
+    }
+}
+
+impl Config {
+    fn access(&self, method: &Method, path: &str) -> RequestAccess {
+        if let Some((_, _, access)) = self
+            .routes
+            .iter()
+            .find(|(m, p, _)| m == method && p == path)
+        {
+            return *access;
+        }
+        if let Some(access) = self.classify.as_ref().and_then(|f| f(method, path)) {
+            return access;
+        }
+        match *method {
+            Method::GET | Method::HEAD | Method::OPTIONS => RequestAccess::ReadOnly,
+            _ => RequestAccess::ReadWrite,
+        }
+    }
+
+    fn token<B>(&self, req: &Request<B>) -> Option<CausalToken> {
+        if let Some(name) = &self.header {
+            if let Some(token) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+                return token.parse().ok();
+            }
+        }
+        let name = self.cookie.as_deref()?;
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .and_then(|(_, v)| v.trim_matches('"').parse().ok())
+    }
+
+    fn set_token<B>(&self, resp: &mut Response<B>, token: &CausalToken) {
+        if let Some(name) = &self.header {
+            if let Ok(value) = HeaderValue::from_str(&token.to_string()) {
+                resp.headers_mut().insert(name.clone(), value);
+            }
+        }
+        if let Some(cookie) = &self.cookie {
+            let value = format!(
+                "{cookie}={token}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                self.cookie_max_age_secs
+            );
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                resp.headers_mut().append(header::SET_COOKIE, value);
+            }
+        }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for CausalLayer {
+    type Service = CausalService<S>;
+
+    fn layer(&self, inner: S) -> CausalService<S> {
+        CausalService {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service [`CausalLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct CausalService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CausalService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CausalService")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for CausalService<S>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let config = self.config.clone();
+        let access = config.access(req.method(), req.uri().path());
+        let scope = CausalScope::new(access == RequestAccess::ReadOnly, config.token(&req));
+        let span = tracing::debug_span!("request_scope", ?access, path = req.uri().path());
+        // the service that was made ready handles this request; a fresh clone waits for the next
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let mut resp = scope.run(inner.call(req)).await?;
+                if let Some(token) = scope.written() {
+                    config.set_token(&mut resp, &token);
+                }
+                Ok(resp)
+            },
+            span,
+        ))
+    }
+}
