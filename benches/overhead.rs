@@ -18,7 +18,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, Database, DatabaseConnection, DbErr, EntityTrait,
     TransactionTrait,
 };
-use sea_orm_replica::{MigrateOptions, ReadOnly, ReplicatedDatabase, UnitOptions};
+use sea_orm_replica::{MigrateOptions, ReadOnly, ReadWrite, ReplicatedDatabase, UnitOptions};
 
 const OPS: usize = 10_000;
 const WARMUP: usize = 500;
@@ -36,7 +36,7 @@ enum Op {
     RawInsert,
     /// one INSERT in a read-write unit.
     UnitInsert,
-    /// one INSERT in a read-write unit committed with `commit_causal()` (a causal token).
+    /// one INSERT in a causal read-write unit committed with `commit_causal()` (a token).
     UnitInsertCausal,
 }
 
@@ -91,7 +91,7 @@ impl Op {
                 unit.commit().await?;
             }
             Op::UnitInsertCausal => {
-                let unit = c.db.begin_read_write();
+                let unit = c.db.begin_unit::<ReadWrite>(UnitOptions::new().causal());
                 black_box(new_banner().insert(&unit).await?);
                 black_box(unit.commit_causal().await.map_err(DbErr::from)?);
             }
@@ -278,8 +278,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .await?;
     compare(
         &c,
-        "INSERT + causal token: commit_causal() vs raw SeaORM transaction (primary)",
-        "for the record",
+        "INSERT + causal token: causal unit, commit_causal() vs raw SeaORM transaction (primary)",
+        "no extra round trip",
         Op::RawInsert,
         Op::UnitInsertCausal,
     )

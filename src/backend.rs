@@ -123,6 +123,26 @@ impl Dialect {
         self.read_position(conn, sql).await
     }
 
+    /// One simple-query message that commits and then reads the primary's position, so a
+    /// causal token costs no extra round trip. `None` where there are no positions.
+    pub fn commit_and_position_sql(self) -> Option<&'static str> {
+        match self.0 {
+            DbBackend::Postgres => Some("COMMIT; SELECT pg_current_wal_insert_lsn()::text"),
+            DbBackend::MySql => Some("COMMIT; SELECT CAST(@@gtid_binlog_pos AS CHAR)"),
+            _ => None,
+        }
+    }
+
+    /// Reads a position as the server prints it.
+    pub fn parse_position(self, text: &str) -> Result<Position, DbErr> {
+        let parsed = match self.0 {
+            DbBackend::Postgres => Position::parse_pg_lsn(text),
+            DbBackend::MySql => Position::parse_gtid_list(text),
+            _ => return Ok(Position::None),
+        };
+        parsed.map_err(|e| DbErr::Type(e.to_string()))
+    }
+
     /// How far a replica has replayed: `pg_last_wal_replay_lsn()`, `@@gtid_slave_pos`.
     pub async fn replay_position<C: ConnectionTrait>(self, conn: &C) -> Result<Position, DbErr> {
         let sql = match self.0 {
@@ -145,11 +165,7 @@ impl Dialect {
             .await?
             .ok_or_else(|| DbErr::RecordNotFound("replication position".into()))?
             .try_get("", "pos")?;
-        let parsed = match self.0 {
-            DbBackend::Postgres => Position::parse_pg_lsn(&text),
-            _ => Position::parse_gtid_list(&text),
-        };
-        parsed.map_err(|e| DbErr::Type(e.to_string()))
+        self.parse_position(&text)
     }
 
     /// How far behind the primary a replica is, in time: PostgreSQL `now() -

@@ -36,6 +36,7 @@
 //! | `request_routing` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
+//! | `causal_commit` (internal) | read-write units whose `COMMIT` carries the primary's position |
 //! | [`consistency`] | consistency positions: causal tokens (LSN, GTID) |
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions |
 //! | [`stats`] | where work went |
@@ -44,6 +45,7 @@
 
 pub mod access;
 pub mod backend;
+pub(crate) mod causal_commit;
 pub mod config;
 pub mod consistency;
 pub mod database;

@@ -23,6 +23,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
@@ -35,6 +36,7 @@ use tokio::sync::OnceCell;
 use tracing::{field::Empty, Instrument, Span};
 
 use crate::access::{Access, ReadWrite};
+use crate::causal_commit::OwnTxn;
 use crate::consistency::{route_read, CausalToken, Consistency, Position};
 use crate::policy::{Route, RouteReason};
 use crate::scope::{current_token, record_write, wants_tokens};
@@ -46,6 +48,7 @@ use crate::{ReplicaError, ReplicatedDatabase};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitOptions {
     isolation: Option<IsolationLevel>,
+    causal: bool,
     consistency: Consistency,
     max_wait: Option<Duration>,
 }
@@ -88,6 +91,15 @@ impl UnitOptions {
         self
     }
 
+    /// A read-write unit that will hand out a causal token: on PostgreSQL and MariaDB its
+    /// `COMMIT` carries the primary's position in the same round trip, so
+    /// [`commit_causal`](UnitOfWork::commit_causal) costs nothing extra. Units inside a
+    /// [`CausalScope`](crate::CausalScope) do this by themselves.
+    pub fn causal(mut self) -> Self {
+        self.causal = true;
+        self
+    }
+
     /// How long to wait for a replica to replay the token before using the primary
     /// (default: the handle's `causal_wait`).
     pub fn max_wait(mut self, wait: Duration) -> Self {
@@ -107,12 +119,38 @@ enum Active {
     Pool(Route),
     /// One transaction (or savepoint) on the node.
     Txn(Route, DatabaseTransaction),
+    /// A read-write transaction on a connection the unit holds, whose commit carries the
+    /// primary's position (see [`causal_commit`](crate::causal_commit)); `Some` savepoint for a
+    /// nested unit.
+    Own(Route, Arc<OwnTxn>, Option<Savepoint>),
 }
 
 impl Active {
     fn route(&self) -> &Route {
         match self {
-            Active::Pool(route) | Active::Txn(route, _) => route,
+            Active::Pool(route) | Active::Txn(route, _) | Active::Own(route, ..) => route,
+        }
+    }
+}
+
+/// A nested unit's savepoint on an [`OwnTxn`]; rolled back if the unit is dropped unfinished.
+struct Savepoint {
+    txn: Arc<OwnTxn>,
+    name: String,
+    done: bool,
+}
+
+impl Savepoint {
+    async fn end(mut self, keep: bool) -> Result<(), DbErr> {
+        self.done = true;
+        self.txn.end_savepoint(&self.name, keep).await
+    }
+}
+
+impl Drop for Savepoint {
+    fn drop(&mut self) {
+        if !self.done {
+            self.txn.abandon_savepoint(&self.name);
         }
     }
 }
@@ -238,6 +276,12 @@ impl<A: Access> UnitOfWork<A> {
                 .instrument(span)
                 .await
                 .inspect_err(|e| route.node.observe_error(e)),
+            Some(Active::Own(_, _, Some(savepoint))) => savepoint.end(true).instrument(span).await,
+            Some(Active::Own(route, txn, None)) => txn
+                .commit()
+                .instrument(span)
+                .await
+                .inspect_err(|e| route.node.observe_error(e)),
             _ => Ok(()),
         }
     }
@@ -247,6 +291,8 @@ impl<A: Access> UnitOfWork<A> {
         let span = self.span.clone();
         match self.state.into_inner() {
             Some(Active::Txn(_, txn)) => txn.rollback().instrument(span).await,
+            Some(Active::Own(_, _, Some(savepoint))) => savepoint.end(false).instrument(span).await,
+            Some(Active::Own(_, txn, None)) => txn.rollback().instrument(span).await,
             _ => Ok(()),
         }
     }
@@ -302,7 +348,17 @@ impl<A: Access> UnitOfWork<A> {
                 let in_txn = !A::READ_ONLY
                     || self.options.isolation.is_some()
                     || route.reason.is_read_only_on_primary();
-                let active = if in_txn {
+                let own = !A::READ_ONLY
+                    && (self.options.causal || wants_tokens())
+                    && OwnTxn::supports(route.node.dialect().0);
+                let active = if own {
+                    let node = &route.node;
+                    NodeCounters::bump(&node.counters.acquisitions);
+                    let txn = OwnTxn::begin(node.connection(), self.options.isolation)
+                        .await
+                        .inspect_err(|e| node.observe_error(e))?;
+                    Active::Own(route, Arc::new(txn), None)
+                } else if in_txn {
                     let node = &route.node;
                     NodeCounters::bump(&node.counters.acquisitions);
                     let options = node
@@ -348,6 +404,23 @@ impl<A: Access> UnitOfWork<A> {
                 };
                 Ok(Self::open(self.db.clone(), options, Some(route)))
             }
+            Active::Own(route, txn, _) => {
+                let name = txn.savepoint().await?;
+                let route = Route {
+                    node: route.node.clone(),
+                    reason: RouteReason::Inherited,
+                };
+                let savepoint = Savepoint {
+                    txn: txn.clone(),
+                    name,
+                    done: false,
+                };
+                Ok(Self::started(
+                    self.db.clone(),
+                    options,
+                    Active::Own(route, txn.clone(), Some(savepoint)),
+                ))
+            }
         }
     }
 }
@@ -358,8 +431,10 @@ impl UnitOfWork<ReadWrite> {
     /// and that unit reads only where this write has been replayed. A unit that ran no
     /// statement returns an empty token without touching any pool.
     ///
-    /// Cost: one more round trip to the primary after the commit
-    /// (`pg_current_wal_insert_lsn()` / `@@gtid_binlog_pos`).
+    /// Cost: for a unit opened with [`UnitOptions::causal`] (or inside a
+    /// [`CausalScope`](crate::CausalScope)) on PostgreSQL or MariaDB, nothing but one more
+    /// statement in the `COMMIT` message; otherwise one more round trip to the primary after
+    /// the commit (`pg_current_wal_insert_lsn()` / `@@gtid_binlog_pos`).
     pub async fn commit_causal(self) -> Result<CausalToken, ReplicaError> {
         if self.nested {
             return Err(ReplicaError::Config(
@@ -380,6 +455,17 @@ impl<A: Access> UnitOfWork<A> {
             return Ok(CausalToken::default());
         };
         let span = self.span.clone();
+        if let Some(Active::Own(_, txn, None)) = self.state.get() {
+            // the position rides on the COMMIT: no extra round trip
+            let txn = txn.clone();
+            drop(self);
+            let position = txn
+                .commit_with_position()
+                .instrument(span)
+                .await
+                .inspect_err(|e| route.node.observe_error(e))?;
+            return Ok(CausalToken::new(position));
+        }
         self.commit_only().await?;
         let node = &route.node;
         let position = node
@@ -407,6 +493,10 @@ macro_rules! on_active {
             }
             Active::Txn(_, txn) => {
                 let $c = txn;
+                $call.instrument($self.span.clone()).await
+            }
+            Active::Own(_, txn, _) => {
+                let $c = &**txn;
                 $call.instrument($self.span.clone()).await
             }
         };

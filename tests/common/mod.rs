@@ -39,6 +39,7 @@ macro_rules! every_backend_scenarios {
             read_only_scope_routes_handle_reads,
             read_your_writes_with_causal_tokens,
             primary_consistency_reads_the_primary_read_only,
+            causal_units_keep_transaction_semantics,
         );
     };
 }

@@ -653,3 +653,46 @@ pub async fn monitor_measures_replica_lag(c: &Cluster) {
         .collect();
     assert!(measured, "not every replica was measured: {report:?}");
 }
+
+/// A causal read-write unit (its own connection; the token rides on the COMMIT) behaves like
+/// any unit: savepoints released, rolled back, or abandoned by dropping; dropped unfinished,
+/// nothing is kept.
+pub async fn causal_units_keep_transaction_semantics(c: &Cluster) {
+    use sea_orm_replica::ReadWrite;
+    let db = c.handle().await;
+    let n: Vec<String> = (0..6).map(|i| unique(&format!("causal-{i}"))).collect();
+    let unit = db.begin_unit::<ReadWrite>(UnitOptions::new().causal());
+    Banners::insert(&unit, new_banner(&n[0])).await.unwrap();
+    let inner = unit.begin().await.unwrap();
+    Banners::insert(&inner, new_banner(&n[1])).await.unwrap();
+    inner.rollback().await.unwrap();
+    let inner = unit.begin().await.unwrap();
+    Banners::insert(&inner, new_banner(&n[2])).await.unwrap();
+    inner.commit().await.unwrap();
+    let abandoned = unit.begin().await.unwrap();
+    Banners::insert(&abandoned, new_banner(&n[3]))
+        .await
+        .unwrap();
+    drop(abandoned);
+    Banners::insert(&unit, new_banner(&n[4])).await.unwrap();
+    let token = unit.commit_causal().await.unwrap();
+    if c.backend != DbBackend::Sqlite {
+        assert_ne!(token.position(), &sea_orm_replica::Position::None);
+    }
+    let dropped = db.begin_unit::<ReadWrite>(UnitOptions::new().causal());
+    Banners::insert(&dropped, new_banner(&n[5])).await.unwrap();
+    drop(dropped);
+    let mut counts = Vec::new();
+    for name in &n {
+        counts.push(count_named(&db, name).await);
+    }
+    assert_eq!(counts, [1, 0, 1, 0, 1, 0]);
+    // the token is good for read-your-writes
+    let unit = db.begin_unit::<sea_orm_replica::ReadOnly>(UnitOptions::new().after(&token));
+    assert_eq!(
+        Banners::count_by(&unit, banner::Column::Name.eq(&*n[4]))
+            .await
+            .unwrap(),
+        1
+    );
+}
