@@ -14,6 +14,9 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+step "docs (every public item documented, no broken links)"
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace --all-features
+
 step "starting the test clusters"
 scripts/cluster.sh start all
 trap 'step "stopping the test clusters"; scripts/cluster.sh stop all || true' EXIT

@@ -37,7 +37,7 @@
 //! ```
 //!
 //! Every SeaORM API still works on both, because both implement
-//! [`ConnectionTrait`](sea_orm::ConnectionTrait); the runtime check in the read-only unit refuses
+//! [`sea_orm::ConnectionTrait`]; the runtime check in the read-only unit refuses
 //! writes that reach it that way ([`ReplicaError::WriteInReadOnly`](crate::ReplicaError)).
 //!
 //! [`UnitOfWork<ReadOnly>`]: crate::UnitOfWork

@@ -27,7 +27,7 @@
 //! | [`config`] | nodes, pools, fallback; serde and environment variables |
 //! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
 //! | [`access`] | read-only / read-write as types; [`Writable`] |
-//! | [`unit`] | the lazy [`UnitOfWork`] and what it promises |
+//! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
 //! | [`policy`] | routing policy: which node, and why ([`RouteReason`]) |
 //! | [`node`] | a node: pool, role, passive health, measured lag |
 //! | [`health`] | node health: the background lag monitor |

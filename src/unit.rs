@@ -156,7 +156,7 @@ impl Drop for Savepoint {
 }
 
 /// A unit of work: read-only or read-write by its type parameter ([`ReadOnly`](crate::ReadOnly),
-/// [`ReadWrite`](crate::ReadWrite)), lazy, and usable wherever SeaORM takes a connection.
+/// [`ReadWrite`]), lazy, and usable wherever SeaORM takes a connection.
 ///
 /// ```no_run
 /// # use sea_orm_replica::ReplicatedDatabase;
