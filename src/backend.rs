@@ -133,6 +133,17 @@ impl Dialect {
         }
     }
 
+    /// What makes a transaction's commit wait until synchronous replicas have applied it, sent
+    /// with `BEGIN`. `Ok(None)`: every reader sees a commit at once anyway (SQLite). `Err`: the
+    /// backend cannot promise it (MariaDB's semi-sync acknowledges receipt, not apply).
+    pub fn synchronous_visibility_sql(self) -> Result<Option<&'static str>, &'static str> {
+        match self.0 {
+            DbBackend::Postgres => Ok(Some("SET LOCAL synchronous_commit = remote_apply")),
+            DbBackend::MySql => Err("synchronous visibility needs PostgreSQL (synchronous_commit = remote_apply); MariaDB semi-sync does not wait for apply"),
+            _ => Ok(None),
+        }
+    }
+
     /// Reads a position as the server prints it.
     pub fn parse_position(self, text: &str) -> Result<Position, DbErr> {
         let parsed = match self.0 {

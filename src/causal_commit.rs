@@ -94,19 +94,24 @@ impl OwnTxn {
         matches!(backend, DbBackend::Postgres | DbBackend::MySql)
     }
 
-    /// Takes a connection from `pool` and begins.
+    /// Takes a connection from `pool` and begins; `then`: session settings for this
+    /// transaction, sent in the same message as `BEGIN`.
     pub(crate) async fn begin(
         pool: &DatabaseConnection,
         isolation: Option<IsolationLevel>,
+        then: Option<&str>,
     ) -> Result<Self, DbErr> {
         let backend = pool.get_database_backend();
-        let begin = match (backend, isolation) {
+        let mut begin = match (backend, isolation) {
             (DbBackend::MySql, Some(level)) => {
                 format!("SET TRANSACTION ISOLATION LEVEL {level}; START TRANSACTION")
             }
             (_, Some(level)) => format!("BEGIN ISOLATION LEVEL {level}"),
             (_, None) => "BEGIN".to_owned(),
         };
+        if let Some(sql) = then {
+            begin = format!("{begin}; {sql}");
+        }
         let mut conn = match backend {
             DbBackend::Postgres => Conn::Pg(
                 pool.get_postgres_connection_pool()

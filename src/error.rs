@@ -13,12 +13,13 @@ use sea_orm::{DbErr, RuntimeErr};
 pub const READ_ONLY_RESOURCE: &str = "read-only unit of work";
 
 const NO_REPLICA_PREFIX: &str = "sea-orm-replica: no eligible replica";
+const CONFIG_PREFIX: &str = "invalid configuration: ";
 
 /// Everything `sea-orm-replica` can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReplicaError {
-    /// The configuration is incomplete or contradictory.
+    /// The configuration is incomplete or contradictory, or asks for what the backend cannot do.
     #[error("invalid configuration: {0}")]
     Config(String),
 
@@ -124,6 +125,9 @@ impl ReplicaError {
                         .trim_start_matches(": ")
                         .to_owned(),
                 }
+            }
+            DbErr::Custom(msg) if msg.starts_with(CONFIG_PREFIX) => {
+                ReplicaError::Config(msg.trim_start_matches(CONFIG_PREFIX).to_owned())
             }
             other => ReplicaError::Db(other),
         }

@@ -49,6 +49,7 @@ use crate::{ReplicaError, ReplicatedDatabase};
 pub struct UnitOptions {
     isolation: Option<IsolationLevel>,
     causal: bool,
+    synchronous_visibility: bool,
     consistency: Consistency,
     max_wait: Option<Duration>,
 }
@@ -97,6 +98,16 @@ impl UnitOptions {
     /// [`CausalScope`](crate::CausalScope) do this by themselves.
     pub fn causal(mut self) -> Self {
         self.causal = true;
+        self
+    }
+
+    /// A read-write unit whose commit returns only once the synchronous replicas have applied
+    /// it (PostgreSQL `synchronous_commit = remote_apply`, sent with `BEGIN`: no extra round
+    /// trip), so the next read on them sees it with no token. Needs synchronous standbys
+    /// (`synchronous_standby_names`); the commit waits for them. MariaDB cannot promise this:
+    /// [`ReplicaError::Config`].
+    pub fn synchronous_visibility(mut self) -> Self {
+        self.synchronous_visibility = true;
         self
     }
 
@@ -348,13 +359,21 @@ impl<A: Access> UnitOfWork<A> {
                 let in_txn = !A::READ_ONLY
                     || self.options.isolation.is_some()
                     || route.reason.is_read_only_on_primary();
+                let sync_sql = match (A::READ_ONLY, self.options.synchronous_visibility) {
+                    (false, true) => route
+                        .node
+                        .dialect()
+                        .synchronous_visibility_sql()
+                        .map_err(|why| DbErr::from(ReplicaError::Config(why.into())))?,
+                    _ => None,
+                };
                 let own = !A::READ_ONLY
-                    && (self.options.causal || wants_tokens())
+                    && (self.options.causal || wants_tokens() || sync_sql.is_some())
                     && OwnTxn::supports(route.node.dialect().0);
                 let active = if own {
                     let node = &route.node;
                     NodeCounters::bump(&node.counters.acquisitions);
-                    let txn = OwnTxn::begin(node.connection(), self.options.isolation)
+                    let txn = OwnTxn::begin(node.connection(), self.options.isolation, sync_sql)
                         .await
                         .inspect_err(|e| node.observe_error(e))?;
                     Active::Own(route, Arc::new(txn), None)

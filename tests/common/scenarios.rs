@@ -26,7 +26,7 @@ impl Repository for Banners {
     type Entity = banner::Entity;
 }
 
-fn new_banner(name: &str) -> banner::ActiveModel {
+pub fn new_banner(name: &str) -> banner::ActiveModel {
     banner::ActiveModel {
         name: Set(name.to_owned()),
         ..Default::default()
@@ -565,7 +565,7 @@ pub async fn primary_consistency_reads_the_primary_read_only(c: &Cluster) {
 }
 
 /// Polls `check` until it returns true or `deadline` passes; returns whether it did.
-async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
