@@ -15,12 +15,13 @@ use tracing::Instrument;
 
 use crate::access::{Access, ReadOnly, ReadWrite};
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
-use crate::consistency::{route_read, CausalToken, Consistency};
+use crate::consistency::{route_read, CausalToken};
 use crate::health::{spawn_monitor, DEFAULT_MONITOR_INTERVAL};
 use crate::node::{Node, Role};
 use crate::policy::{Balancer, RoundRobin, Route, RouteReason, Router};
 use crate::scope::{
-    current_token, in_read_only_scope, pin_route, pinned_route, record_write, wants_tokens,
+    in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
+    record_write, wants_tokens,
 };
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::{HandleCounters, NodeCounters, StatsSnapshot};
@@ -504,10 +505,7 @@ impl ReplicatedDatabase {
         if let Some(route) = pinned_route(key) {
             return Ok(route);
         }
-        let consistency = match current_token() {
-            Some(token) => Consistency::ReadYourWrites(token),
-            None => Consistency::Eventual,
-        };
+        let consistency = read_consistency().unwrap_or_default();
         let route = route_read(self.router(), &consistency, self.router().causal_wait).await?;
         let route = pin_route(key, route);
         NodeCounters::bump(&route.node.counters.units);
@@ -544,8 +542,9 @@ impl ReplicatedDatabase {
 macro_rules! on_ambient {
     ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
         let route = $self.ambient($sql).await?;
-        let records =
-            route.is_none() && wants_tokens() && matches!(classify($sql), StatementKind::Write(_));
+        let writes =
+            route.is_none() && in_any_scope() && matches!(classify($sql), StatementKind::Write(_));
+        let records = writes && wants_tokens();
         let node: &Node = match &route {
             Some(route) => &route.node,
             None => $self.primary(),
@@ -573,6 +572,8 @@ macro_rules! on_ambient {
         let result = result.inspect_err(|e| node.observe_error(e));
         if records && result.is_ok() {
             $self.record_handle_write().await?;
+        } else if writes && result.is_ok() {
+            note_write();
         }
         result
     }};

@@ -24,10 +24,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 
-use crate::{CausalScope, CausalToken};
+use crate::CausalScope;
 
 /// Whether a request reads only or may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +51,8 @@ struct Config {
     cookie_max_age_secs: u64,
     routes: Vec<(Method, String, RequestAccess)>,
     classify: Option<Arc<Classifier>>,
+    /// Sticky-after-write instead of positions: the cookie holds the last write's time.
+    sticky: Option<Duration>,
 }
 
 /// The layer. See the [module docs](self).
@@ -84,6 +87,7 @@ impl CausalLayer {
                 cookie_max_age_secs: 300,
                 routes: Vec::new(),
                 classify: None,
+                sticky: None,
             }),
         }
     }
@@ -110,6 +114,14 @@ impl CausalLayer {
     /// How long the cookie lives (default 300 s: once replicas caught up it is not needed).
     pub fn cookie_max_age(self, secs: u64) -> Self {
         self.with(|c| c.cookie_max_age_secs = secs)
+    }
+
+    /// Sticky-after-write (Rails' `delay`, Laravel's `sticky`) instead of log positions: for
+    /// `window` after a client's last write, its reads run on the primary. The cookie holds
+    /// the write's time. Cheaper to capture than a token, but every read in the window loads
+    /// the primary, and a replica lagging more than `window` still serves stale reads.
+    pub fn sticky(self, window: Duration) -> Self {
+        self.with(|c| c.sticky = Some(window))
     }
 
     /// Overrides the access of one route (method and exact path).
@@ -145,10 +157,11 @@ impl Config {
         }
     }
 
-    fn token<B>(&self, req: &Request<B>) -> Option<CausalToken> {
+    /// The value the client sent back: the header, else the cookie.
+    fn incoming<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
         if let Some(name) = &self.header {
-            if let Some(token) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-                return token.parse().ok();
+            if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
+                return Some(value);
             }
         }
         let name = self.cookie.as_deref()?;
@@ -159,12 +172,38 @@ impl Config {
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
             .find(|(k, _)| *k == name)
-            .and_then(|(_, v)| v.trim_matches('"').parse().ok())
+            .map(|(_, v)| v.trim_matches('"'))
     }
 
-    fn set_token<B>(&self, resp: &mut Response<B>, token: &CausalToken) {
+    /// The request's scope: with the client's token, or (sticky) its last write's time.
+    fn scope<B>(&self, req: &Request<B>, read_only: bool) -> CausalScope {
+        let incoming = self.incoming(req);
+        match self.sticky {
+            None => CausalScope::new(read_only, incoming.and_then(|v| v.parse().ok())),
+            Some(window) => {
+                let last_write = incoming
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+                CausalScope::new(read_only, None).sticky(window, last_write)
+            }
+        }
+    }
+
+    /// What to send back after the request: the new token, or (sticky) the new write time.
+    fn outgoing(&self, scope: &CausalScope, before: Option<SystemTime>) -> Option<String> {
+        match self.sticky {
+            None => scope.written().map(|t| t.to_string()),
+            Some(_) => scope
+                .last_write()
+                .filter(|at| Some(*at) != before)
+                .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_millis().to_string()),
+        }
+    }
+
+    fn set_token<B>(&self, resp: &mut Response<B>, token: &str) {
         if let Some(name) = &self.header {
-            if let Ok(value) = HeaderValue::from_str(&token.to_string()) {
+            if let Ok(value) = HeaderValue::from_str(token) {
                 resp.headers_mut().insert(name.clone(), value);
             }
         }
@@ -226,7 +265,8 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
         let access = config.access(req.method(), req.uri().path());
-        let scope = CausalScope::new(access == RequestAccess::ReadOnly, config.token(&req));
+        let scope = config.scope(&req, access == RequestAccess::ReadOnly);
+        let before = scope.last_write();
         let span = tracing::debug_span!("request_scope", ?access, path = req.uri().path());
         // the service that was made ready handles this request; a fresh clone waits for the next
         let clone = self.inner.clone();
@@ -234,7 +274,7 @@ where
         Box::pin(tracing::Instrument::instrument(
             async move {
                 let mut resp = scope.run(inner.call(req)).await?;
-                if let Some(token) = scope.written() {
+                if let Some(token) = config.outgoing(&scope, before) {
                     config.set_token(&mut resp, &token);
                 }
                 Ok(resp)

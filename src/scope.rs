@@ -17,8 +17,9 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-use crate::consistency::CausalToken;
+use crate::consistency::{CausalToken, Consistency, Position};
 use crate::policy::Route;
 
 tokio::task_local! {
@@ -34,6 +35,10 @@ struct ScopeState {
     written: Mutex<Option<CausalToken>>,
     /// The route each handle (by address of its shared state) took in this scope.
     pinned: Mutex<Vec<(usize, Route)>>,
+    /// Sticky-after-write: for this long after the last write, reads go to the primary.
+    sticky: Option<Duration>,
+    /// When the last write happened (in this scope, or as the client reported it).
+    last_write: Mutex<Option<SystemTime>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +72,26 @@ impl CausalScope {
         }
     }
 
+    /// Sticky-after-write instead of positions: for `window` after the last write (this
+    /// scope's, or `last_write` from an earlier request), read-only work runs on the primary.
+    /// Costs nothing to capture; every read in the window costs the primary a query.
+    pub fn sticky(self, window: Duration, last_write: Option<SystemTime>) -> Self {
+        CausalScope {
+            state: Arc::new(ScopeState {
+                read_only: self.state.read_only,
+                token: Mutex::new(lock(&self.state.token).clone()),
+                sticky: Some(window),
+                last_write: Mutex::new(last_write),
+                ..ScopeState::default()
+            }),
+        }
+    }
+
+    /// When the last write seen by this scope happened, if any.
+    pub fn last_write(&self) -> Option<SystemTime> {
+        *lock(&self.state.last_write)
+    }
+
     /// Runs `fut` inside the scope.
     pub async fn run<F: Future>(&self, fut: F) -> F::Output {
         SCOPE.scope(self.state.clone(), fut).await
@@ -97,14 +122,31 @@ pub async fn read_only_scope<F: Future>(fut: F) -> F::Output {
     CausalScope::new(true, None).run(fut).await
 }
 
+/// True inside any scope.
+pub(crate) fn in_any_scope() -> bool {
+    SCOPE.try_with(|_| ()).is_ok()
+}
+
 /// True inside a read-only scope.
 pub fn in_read_only_scope() -> bool {
     SCOPE.try_with(|s| s.read_only).unwrap_or(false)
 }
 
-/// Inside any scope: the token reads must respect. Outside: `None`.
-pub(crate) fn current_token() -> Option<CausalToken> {
-    SCOPE.try_with(|s| lock(&s.token).clone()).ok()
+/// Inside a scope: what read-only work must respect (the primary while sticky, else the
+/// token). Outside any scope, or with nothing to respect: `None`.
+pub(crate) fn read_consistency() -> Option<Consistency> {
+    SCOPE
+        .try_with(|s| {
+            if let (Some(window), Some(at)) = (s.sticky, *lock(&s.last_write)) {
+                if at.elapsed().map_or(true, |age| age < window) {
+                    return Some(Consistency::Primary);
+                }
+            }
+            let token = lock(&s.token).clone();
+            (*token.position() != Position::None).then_some(Consistency::ReadYourWrites(token))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Inside any scope: records a write's token. Returns false outside any scope.
@@ -123,9 +165,15 @@ pub(crate) fn record_write(token: &CausalToken) -> bool {
         .is_ok()
 }
 
-/// True inside any scope (so writes should capture their position).
+/// True inside a scope that keeps positions (so writes should capture theirs). A sticky scope
+/// only needs to know that a write happened: [`note_write`].
 pub(crate) fn wants_tokens() -> bool {
-    SCOPE.try_with(|_| ()).is_ok()
+    SCOPE.try_with(|s| s.sticky.is_none()).unwrap_or(false)
+}
+
+/// Inside any scope: a write just committed (sticky scopes start their window).
+pub(crate) fn note_write() {
+    let _ = SCOPE.try_with(|s| *lock(&s.last_write) = Some(SystemTime::now()));
 }
 
 /// In a read-only scope: the route this handle is pinned to, if chosen already.

@@ -37,9 +37,9 @@ use tracing::{field::Empty, Instrument, Span};
 
 use crate::access::{Access, ReadWrite};
 use crate::causal_commit::OwnTxn;
-use crate::consistency::{route_read, CausalToken, Consistency, Position};
+use crate::consistency::{route_read, CausalToken, Consistency};
 use crate::policy::{Route, RouteReason};
-use crate::scope::{current_token, record_write, wants_tokens};
+use crate::scope::{note_write, read_consistency, record_write, wants_tokens};
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::NodeCounters;
 use crate::{ReplicaError, ReplicatedDatabase};
@@ -222,9 +222,9 @@ impl<A: Access> UnitOfWork<A> {
         );
         let mut options = options;
         if A::READ_ONLY && options.consistency == Consistency::Eventual {
-            // inside a causal scope, read-only units respect the scope's token
-            if let Some(token) = current_token().filter(|t| *t.position() != Position::None) {
-                options.consistency = Consistency::ReadYourWrites(token);
+            // inside a causal scope, read-only units respect the scope's token (or stickiness)
+            if let Some(consistency) = read_consistency() {
+                options.consistency = consistency;
             }
         }
         UnitOfWork {
@@ -271,12 +271,17 @@ impl<A: Access> UnitOfWork<A> {
     /// to commit and returns at once. Inside a [`CausalScope`](crate::CausalScope) a
     /// read-write unit also records its causal token there (one more round trip).
     pub async fn commit(self) -> Result<(), DbErr> {
-        if !A::READ_ONLY && !self.nested && self.is_started() && wants_tokens() {
+        let wrote = !A::READ_ONLY && !self.nested && self.is_started();
+        if wrote && wants_tokens() {
             let token = self.commit_capturing().await.map_err(DbErr::from)?;
             record_write(&token);
             return Ok(());
         }
-        self.commit_only().await
+        self.commit_only().await?;
+        if wrote {
+            note_write();
+        }
+        Ok(())
     }
 
     async fn commit_only(self) -> Result<(), DbErr> {

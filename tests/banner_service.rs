@@ -122,3 +122,28 @@ async fn mariadb_cookie_clients_read_their_writes() {
     };
     cookie_clients_read_their_writes(&c).await;
 }
+
+/// Sticky-after-write: no positions; for the window after a write, the client's reads go to
+/// the primary. No stale reads, and no replica serves them.
+#[tokio::test]
+async fn postgres_sticky_clients_read_their_writes_on_the_primary() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    let db = c.handle_with(c.all_replicas()).await;
+    let layer = sea_orm_replica::request_routing::CausalLayer::new()
+        .sticky(std::time::Duration::from_secs(5));
+    let app = app::app_with(db.clone(), layer);
+    let primary_units = |db: &sea_orm_replica::ReplicatedDatabase| {
+        db.stats().node("primary").map_or(0, |n| n.units)
+    };
+    let before = primary_units(&db);
+    let stale = pairs(&app, 100, true).await;
+    let on_primary = primary_units(&db) - before;
+    eprintln!("Postgres HTTP sticky: {stale} of 100 GETs stale; {on_primary} units on the primary (100 POST + 100 GET)");
+    assert_eq!(stale, 0);
+    assert_eq!(
+        on_primary, 200,
+        "every GET in the sticky window must run on the primary"
+    );
+}

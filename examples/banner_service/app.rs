@@ -114,11 +114,16 @@ async fn list(State(db): State<ReplicatedDatabase>) -> Result<Json<Vec<BannerOut
     ))
 }
 
-/// The service: routes, state, and the request-scoped routing layer.
+/// The service: routes, state, and the request-scoped routing layer (causal tokens in a cookie).
 pub fn app(db: ReplicatedDatabase) -> Router {
+    app_with(db, CausalLayer::new())
+}
+
+/// The service with a routing layer of your choosing (e.g. `CausalLayer::new().sticky(..)`).
+pub fn app_with(db: ReplicatedDatabase, layer: CausalLayer) -> Router {
     Router::new()
         .route("/banners", post(create).get(list))
         .route("/banners/{id}", get(show))
         .with_state(db)
-        .layer(CausalLayer::new())
+        .layer(layer)
 }
