@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# Runs the overhead benchmark against a fresh loopback PostgreSQL cluster, then stops it.
+# Runs a benchmark against fresh loopback clusters, then stops them.
+#   scripts/bench.sh              # benches/overhead.rs: what the library costs over raw SeaORM (PostgreSQL)
+#   scripts/bench.sh policies     # benches/policies.rs: read-after-write policies (PostgreSQL and MariaDB)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/cluster.sh start pg
-trap 'scripts/cluster.sh stop pg || true' EXIT
+bench="${1:-overhead}"
+shift || true
+case "$bench" in
+    overhead) clusters=pg ;;
+    policies) clusters=all ;;
+    *) echo "unknown bench '$bench' (overhead | policies)" >&2; exit 2 ;;
+esac
+scripts/cluster.sh start "$clusters"
+trap 'scripts/cluster.sh stop "$clusters" || true' EXIT
 # shellcheck disable=SC1091
 source "${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}/env"
-cargo bench --bench overhead "$@"
+cargo bench --bench "$bench" "$@"

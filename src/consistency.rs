@@ -75,13 +75,29 @@ pub(crate) async fn route_read(
     if let Some(i) = known {
         return Ok(caught_up(RouteReason::CaughtUp)(i));
     }
-    // 2. ask each available replica once, in the balancer's order
+    // 2. ask each available replica once: the one known to be furthest along first (a replica
+    //    the monitor saw lagging is asked last), then the others in the balancer's order
     let start = router
         .balancer
-        .pick(replicas.len(), &|i| replicas[i].is_available());
+        .pick(replicas.len(), &|i| replicas[i].is_available())
+        .unwrap_or(0);
+    let in_turn = (0..replicas.len()).map(|k| (start + k) % replicas.len());
+    let furthest = in_turn
+        .clone()
+        .filter(|&i| replicas[i].is_available())
+        .reduce(|a, b| {
+            let (pa, pb) = (replicas[a].known_position(), replicas[b].known_position());
+            if pb.has_reached(&pa) && !pa.has_reached(&pb) {
+                b
+            } else {
+                a
+            }
+        });
+    let order = furthest
+        .into_iter()
+        .chain(in_turn.filter(move |&i| Some(i) != furthest));
     let mut best: Option<usize> = None;
-    for k in 0..replicas.len() {
-        let i = (start.unwrap_or(0) + k) % replicas.len();
+    for i in order {
         let node = &replicas[i];
         if !node.is_available() {
             continue;
