@@ -41,6 +41,17 @@ pub struct ReplicaConfig {
     /// the same file (WAL mode) and use it as the replica. Default: true.
     #[serde(default = "default_true")]
     pub sqlite_reader_pool: bool,
+    /// How long a read-only unit with a causal token waits for a replica to replay it, in
+    /// milliseconds. Default: 100.
+    #[serde(default)]
+    pub causal_wait_ms: Option<u64>,
+    /// Bounded staleness for the whole handle: replicas measured further behind than this many
+    /// milliseconds are not used. Default: no bound.
+    #[serde(default)]
+    pub max_lag_ms: Option<u64>,
+    /// How often the background monitor checks the nodes, in milliseconds. Default: 500.
+    #[serde(default)]
+    pub monitor_interval_ms: Option<u64>,
 }
 
 fn default_true() -> bool {
@@ -146,6 +157,9 @@ impl ReplicaConfig {
             replicas: Vec::new(),
             fallback: Fallback::Primary,
             sqlite_reader_pool: true,
+            causal_wait_ms: None,
+            max_lag_ms: None,
+            monitor_interval_ms: None,
         }
     }
 

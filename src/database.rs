@@ -232,6 +232,10 @@ impl ReplicatedDatabaseBuilder {
         self.replicas = config.replicas.into_iter().map(NodeSpec::Config).collect();
         self.fallback = config.fallback;
         self.sqlite_reader_pool = Some(config.sqlite_reader_pool);
+        let ms = Duration::from_millis;
+        self.causal_wait = config.causal_wait_ms.map(ms).or(self.causal_wait);
+        self.max_lag = config.max_lag_ms.map(ms).or(self.max_lag);
+        self.monitor_interval = config.monitor_interval_ms.map(ms).or(self.monitor_interval);
         self
     }
 

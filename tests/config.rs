@@ -82,6 +82,18 @@ fn config_deserializes_with_defaults_and_rejects_unknown_fields() {
     assert!(c.replicas.is_empty());
     assert!(c.sqlite_reader_pool);
     assert_eq!(c.fallback, sea_orm_replica::Fallback::Primary);
+    assert_eq!(
+        (c.causal_wait_ms, c.max_lag_ms, c.monitor_interval_ms),
+        (None, None, None)
+    );
+    let c: ReplicaConfig = serde_json::from_str(
+        r#"{"primary": {"url": "sqlite::memory:"}, "causal_wait_ms": 250, "max_lag_ms": 2000, "monitor_interval_ms": 100}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.causal_wait_ms, c.max_lag_ms, c.monitor_interval_ms),
+        (Some(250), Some(2000), Some(100))
+    );
     let err = serde_json::from_str::<ReplicaConfig>(
         r#"{"primary": {"url": "x", "pool": {"max_conn": 3}}}"#,
     );
