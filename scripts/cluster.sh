@@ -11,6 +11,15 @@
 #   scripts/cluster.sh status                    show nodes, ports and roles
 #   scripts/cluster.sh env                       print the env file
 #
+# Fault injection (NODE: primary | replica1 | replica2 | my-primary | my-replica)
+#   scripts/cluster.sh kill      NODE   kill -9 the server and all its processes
+#   scripts/cluster.sh pause     NODE   SIGSTOP them all (connections hang)
+#   scripts/cluster.sh resume    NODE   SIGCONT them all
+#   scripts/cluster.sh restart   NODE   start a killed/stopped node again
+#   scripts/cluster.sh stop-node NODE   clean shutdown of one node
+#   scripts/cluster.sh promote   NODE   promote a PostgreSQL replica
+#   scripts/cluster.sh pids      NODE   print the node's pids (server first)
+#
 # Topology
 #   PostgreSQL : primary      $SOR_PG_PORT_BASE     (default 55432)
 #                replica1     $SOR_PG_PORT_BASE+1   streaming, hot standby
@@ -30,6 +39,43 @@
 #                          /usr/lib/postgresql/*/bin)
 #   SOR_WAIT_TIMEOUT       seconds for every bounded wait (default 60)
 #   SOR_MYSQL_REPLICA_WRITABLE=1  keep SUPER for root on the MariaDB replica
+#
+# Fault injection details (every wait is bounded by SOR_WAIT_TIMEOUT)
+#   A node's processes are the live (non-zombie) postgres / mariadbd processes
+#   whose working directory is the node's data directory, plus every
+#   descendant of the pid in its pid file (postmaster.pid / mariadbd.pid) when
+#   that pid is such a process. A stale pid file (after kill -9, pid reused by
+#   something else) is never trusted, so no unrelated process is signalled.
+#   kill      SIGSTOP the server (no more forks), then SIGKILL it and all its
+#             processes; returns once none is left and the port refuses
+#             connections. No-op if the node is already down.
+#   pause     SIGSTOP the server first, then all its processes; returns once
+#             all are stopped. Open connections hang; new ones complete the TCP
+#             handshake (kernel backlog) and then hang in the startup
+#             handshake. Fails if the node is down.
+#   resume    SIGCONT all the node's processes (no-op if none).
+#   restart   If the node is up (even paused): resume it and stop it cleanly.
+#             Then start it with the same data dir and configuration (stale
+#             pid/socket lock files left by kill -9 are cleared when their pid
+#             is not the node's) and wait until it accepts connections. A
+#             PostgreSQL replica still in recovery must also be streaming
+#             again if the primary is reachable (error otherwise); after
+#             restarting the primary, the script waits (warning only) until
+#             every running standby streams again. A MariaDB replica restarts
+#             its replication threads itself; the script waits for them when
+#             the MariaDB primary is up.
+#   stop-node Resume the node, then pg_ctl stop -m fast (PostgreSQL) /
+#             SIGTERM (MariaDB), waiting until its processes are gone and its
+#             port is closed; fails on timeout. No-op if already down.
+#   promote   pg_ctl promote (PostgreSQL only), then wait until
+#             pg_is_in_recovery() is false. No-op if already out of recovery;
+#             fails if the node is down or paused.
+#   pids      One pid per line, the postmaster / mariadbd first; no output
+#             (exit status 0) when the node is down.
+#   `stop` works in any of these states: it resumes paused processes, stops
+#   running nodes (fast, then immediate, then SIGKILL), kills orphaned
+#   processes, frees SysV shared memory left by a killed postmaster and then
+#   deletes the data directories.
 #
 # After `start`, `source $CLUSTER_DIR/env` exports SOR_PG_PRIMARY_URL,
 # SOR_PG_REPLICA_URL, SOR_PG_LAGGING_URL, SOR_MYSQL_PRIMARY_URL,
@@ -65,7 +111,8 @@ log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    # The header up to (not including) the Topology section.
+    sed -n '2,/^# Topology/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -147,8 +194,8 @@ find_pg_bindir() {
         return 0
     fi
     local initdb
-    initdb="$(ls -d /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -n1 || true)"
-    if [[ -n "$initdb" ]]; then
+    initdb="$(printf '%s\n' /usr/lib/postgresql/*/bin/initdb | sort -V | tail -n1)"
+    if [[ -x "$initdb" ]]; then
         PG_BIN="$(dirname "$initdb")"
     elif command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
         PG_BIN="$(dirname "$(command -v initdb)")"      # non-Debian layout
@@ -271,11 +318,18 @@ host    replication  all   127.0.0.1/32  trust
 EOF
 }
 
-# pg_start_node <node> — pg_ctl start and wait (bounded) until it accepts connections.
+# pg_start_node <node> [append] — pg_ctl start and wait (bounded) until it accepts
+# connections. The log is truncated unless the second argument is "append".
 pg_start_node() {
     local node="$1" port; port="$(pg_port "$node")"
     local logf="$LOG_DIR/pg-$node.log"
-    : >"$logf"; pg_own "$logf"
+    if [[ "${2:-}" == append ]]; then
+        [[ -f "$logf" ]] && printf '\n--- restarted by cluster.sh at %s ---\n' "$(date '+%F %T')" >>"$logf"
+        touch "$logf"
+    else
+        : >"$logf"
+    fi
+    pg_own "$logf"
     as_pg "$PG_BIN/pg_ctl" start -w -t "$WAIT_TIMEOUT" -D "$PG_DIR/$node" -l "$logf" >/dev/null \
         || { tail -n 20 "$logf" >&2; die "PostgreSQL $node failed to start (log: $logf)"; }
     wait_until "PostgreSQL $node on port $port" pg_ready "$port" \
@@ -310,6 +364,8 @@ pg_init_replica() {
     {
         pg_common_conf "$port"
         echo "hot_standby_feedback = on"
+        # Reconnect quickly after the primary was killed/restarted (default 5s).
+        echo "wal_retrieve_retry_interval = 1s"
         echo "primary_conninfo = 'host=127.0.0.1 port=$pport user=postgres application_name=$node'"
         echo "primary_slot_name = '$node'"
         [[ -n "$delay" ]] && echo "recovery_min_apply_delay = '$delay'"
@@ -347,34 +403,51 @@ pg_start() {
     log "PostgreSQL cluster ready"
 }
 
-# pg_stop_node <node> — fast shutdown, escalating to immediate and SIGKILL.
+# pg_stop_node <node> — for `stop`: works in any state (running, paused, killed,
+# promoted). Resume, fast shutdown, escalating to immediate and SIGKILL of
+# every process of the node (orphaned backends of a killed postmaster too).
 pg_stop_node() {
     local node="$1" dir="$PG_DIR/$1"
-    pg_running "$node" || return 0
-    log "stopping PostgreSQL $node"
-    as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m fast -w -t 30 >/dev/null 2>&1 \
-        || as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m immediate -w -t 30 >/dev/null 2>&1 \
-        || true
-    if [[ -f "$dir/postmaster.pid" ]]; then
-        local pid; pid="$(head -n1 "$dir/postmaster.pid")"
-        if pid_alive "$pid"; then
-            kill -KILL "$pid" 2>/dev/null || true
-            wait_until "PostgreSQL $node (pid $pid) to exit" bash -c "! kill -0 $pid" \
-                || die "could not stop PostgreSQL $node (pid $pid)"
-        fi
+    [[ -d "$dir" ]] || return 0
+    node_signal pg "$node" CONT    # a stopped postmaster would never act on pg_ctl's signal
+    if [[ -n "$(node_main_pid pg "$node")" && -n "${PG_BIN:-}" ]]; then
+        log "stopping PostgreSQL $node"
+        as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m fast -w -t 30 >/dev/null 2>&1 \
+            || as_pg "$PG_BIN/pg_ctl" stop -D "$dir" -m immediate -w -t 30 >/dev/null 2>&1 \
+            || true
+    fi
+    if [[ -n "$(node_pids pg "$node")" ]]; then
+        log "killing the remaining PostgreSQL $node processes: $(node_pids pg "$node" | xargs)"
+        wait_until "PostgreSQL $node processes to die" node_kill_remaining pg "$node" \
+            || die "could not stop PostgreSQL $node (pids $(node_pids pg "$node" | xargs))"
+    fi
+    pg_release_stale_shmem "$node"
+}
+
+# pg_release_stale_shmem <node> — a postmaster killed with SIGKILL leaves its
+# (tiny) SysV shared memory segment behind; its key and id are on line 7 of
+# the stale postmaster.pid. Remove it once nothing is attached. (`restart`
+# does not need this: the new postmaster recycles the segment itself.)
+pg_release_stale_shmem() {
+    local pidfile="$PG_DIR/$1/postmaster.pid" key shmid
+    [[ -f "$pidfile" && -r /proc/sysvipc/shm ]] || return 0
+    [[ -z "$(node_pids pg "$1")" ]] || return 0
+    read -r key shmid < <(sed -n 7p "$pidfile") || true
+    [[ "$key" =~ ^[0-9]+$ && "$shmid" =~ ^[0-9]+$ ]] || return 0
+    if awk -v k="$key" -v id="$shmid" '$1 == k && $2 == id && $7 == 0 { found = 1 } END { exit !found }' \
+            /proc/sysvipc/shm; then
+        ipcrm -m "$shmid" 2>/dev/null || true
     fi
 }
 
 pg_stop() {
     if [[ -d "$PG_DIR" ]]; then
-        if find_pg_bindir; then
-            # Standbys first so they do not spam their logs reconnecting.
-            pg_stop_node replica2
-            pg_stop_node replica1
-            pg_stop_node primary
-        else
-            log "WARNING: PostgreSQL binaries not found; cannot stop servers in $PG_DIR"
-        fi
+        # Without binaries pg_stop_node still SIGKILLs every process of a node.
+        find_pg_bindir || log "WARNING: PostgreSQL binaries not found; killing servers in $PG_DIR"
+        # Standbys first so they do not spam their logs reconnecting.
+        pg_stop_node replica2
+        pg_stop_node replica1
+        pg_stop_node primary
         rm -rf "$PG_DIR"
     fi
 }
@@ -385,7 +458,10 @@ pg_status() {
     local node port out
     for node in "${PG_NODES[@]}"; do
         port="$(pg_port "$node")"
-        if out="$(psql_at "$port" "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' ELSE 'primary' END
+        if [[ "$(node_state pg "$node")" == paused ]]; then
+            printf 'postgres %-8s 127.0.0.1:%-5s paused (SIGSTOP; scripts/cluster.sh resume %s)\n' \
+                "$node" "$port" "$node"
+        elif out="$(psql_at "$port" "SELECT CASE WHEN pg_is_in_recovery() THEN 'standby' ELSE 'primary' END
                  || ' in_recovery=' || pg_is_in_recovery()
                  || coalesce(' apply_delay=' || nullif(current_setting('recovery_min_apply_delay'), '0'), '')
                  || ' version=' || current_setting('server_version')" 2>/dev/null)"; then
@@ -410,7 +486,6 @@ my_port() {   # my_port <primary|replica>
 }
 
 my_sock()  { echo "$MY_DIR/$1/mysql.sock"; }
-my_pid()   { [[ -f "$MY_DIR/$1/mariadbd.pid" ]] && cat "$MY_DIR/$1/mariadbd.pid" || true; }
 
 # my_sql_sock <node> <sql> — run SQL as root over the unix socket (setup phase).
 my_sql_sock() {
@@ -429,7 +504,6 @@ my_ping_sock() { "$MY_ADMIN" --no-defaults --socket="$(my_sock "$1")" -uroot --c
 my_start_node() {
     local node="$1" sid="$2"; shift 2
     local dir="$MY_DIR/$node" port; port="$(my_port "$node")"
-    local logf="$LOG_DIR/mariadb-$node.log"
     local user_args=()
     (( IS_ROOT )) && user_args=(--user=root)
 
@@ -440,7 +514,36 @@ my_start_node() {
         >"$LOG_DIR/mariadb-install-db-$node.log" 2>&1 \
         || { tail -n 30 "$LOG_DIR/mariadb-install-db-$node.log" >&2; die "mariadb-install-db failed for $node"; }
 
-    : >"$logf"
+    # Remembered for `restart`: the same server id and extra arguments.
+    printf '%s\n' "$sid" "$@" >"$dir/server_args"
+    my_launch_node "$node" truncate "$sid" "$@"
+
+    # Make sure root can log in over TCP from 127.0.0.1 with an empty password.
+    # sql_log_bin=0 keeps this node-local setup out of the binlog.
+    my_sql_sock "$node" "SET sql_log_bin = 0;
+        CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+        DROP USER IF EXISTS ''@'localhost';
+        FLUSH PRIVILEGES;"
+    [[ "$(my_sql "$port" 'SELECT @@server_id')" == "$sid" ]] \
+        || die "MariaDB $node: root cannot connect over TCP on 127.0.0.1:$port"
+    log "MariaDB $node up on 127.0.0.1:$port (server_id=$sid)"
+}
+
+# my_launch_node <node> <truncate|append> <server_id> [extra mariadbd args...]
+# Starts mariadbd on an installed data dir; waits until it answers on its socket.
+my_launch_node() {
+    local node="$1" logmode="$2" sid="$3"; shift 3
+    local dir="$MY_DIR/$node" port; port="$(my_port "$node")"
+    local logf="$LOG_DIR/mariadb-$node.log"
+    local user_args=()
+    (( IS_ROOT )) && user_args=(--user=root)
+
+    if [[ "$logmode" == append ]]; then
+        printf '\n--- restarted by cluster.sh at %s ---\n' "$(date '+%F %T')" >>"$logf"
+    else
+        : >"$logf"
+    fi
     # setsid+nohup detaches the server from this shell; all output goes to the log.
     setsid nohup "$MY_SERVER" --no-defaults "${user_args[@]}" \
         --datadir="$dir/data" --tmpdir="$dir/tmp" \
@@ -453,17 +556,6 @@ my_start_node() {
         "$@" </dev/null >>"$logf" 2>&1 &
     wait_until "MariaDB $node on socket" my_ping_sock "$node" \
         || { tail -n 20 "$logf" >&2; die "MariaDB $node failed to start (log: $logf)"; }
-
-    # Make sure root can log in over TCP from 127.0.0.1 with an empty password.
-    # sql_log_bin=0 keeps this node-local setup out of the binlog.
-    my_sql_sock "$node" "SET sql_log_bin = 0;
-        CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
-        GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
-        DROP USER IF EXISTS ''@'localhost';
-        FLUSH PRIVILEGES;"
-    [[ "$(my_sql "$port" 'SELECT @@server_id')" == "$sid" ]] \
-        || die "MariaDB $node: root cannot connect over TCP on 127.0.0.1:$port"
-    log "MariaDB $node up on 127.0.0.1:$port (server_id=$sid)"
 }
 
 # Both replication threads of the replica report Yes.
@@ -522,16 +614,22 @@ my_enforce_replica_read_only() {
     fi
 }
 
-# my_stop_node <node> — SIGTERM, wait (bounded), then SIGKILL.
+# my_stop_node <node> — for `stop`: works in any state (running, paused,
+# killed). Resume, SIGTERM, wait (bounded), then SIGKILL whatever is left.
 my_stop_node() {
-    local node="$1" pid; pid="$(my_pid "$node")"
-    pid_alive "$pid" || return 0
-    log "stopping MariaDB $node (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    if ! wait_until "MariaDB $node (pid $pid) to exit" bash -c "! kill -0 $pid"; then
-        kill -KILL "$pid" 2>/dev/null || true
-        wait_until "MariaDB $node (pid $pid) to die" bash -c "! kill -0 $pid" \
-            || die "could not stop MariaDB $node (pid $pid)"
+    local node="$1" pid
+    [[ -d "$MY_DIR/$node" ]] || return 0
+    node_signal my "$node" CONT    # a stopped mariadbd would never act on SIGTERM
+    pid="$(node_main_pid my "$node")"
+    if [[ -n "$pid" ]]; then
+        log "stopping MariaDB $node (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_until "MariaDB $node (pid $pid) to exit" node_down my "$node" || true
+    fi
+    if [[ -n "$(node_pids my "$node")" ]]; then
+        log "killing the remaining MariaDB $node processes: $(node_pids my "$node" | xargs)"
+        wait_until "MariaDB $node processes to die" node_kill_remaining my "$node" \
+            || die "could not stop MariaDB $node (pids $(node_pids my "$node" | xargs))"
     fi
 }
 
@@ -549,7 +647,10 @@ my_status() {
     local node port out
     for node in primary replica; do
         port="$(my_port "$node")"
-        if out="$(my_sql "$port" "SELECT CONCAT(IF(@@read_only, 'replica', 'primary'),
+        if [[ "$(node_state my "$node")" == paused ]]; then
+            printf 'mariadb  %-8s 127.0.0.1:%-5s paused (SIGSTOP; scripts/cluster.sh resume my-%s)\n' \
+                "$node" "$port" "$node"
+        elif out="$(my_sql "$port" "SELECT CONCAT(IF(@@read_only, 'replica', 'primary'),
                     ' server_id=', @@server_id, ' read_only=', @@read_only,
                     ' gtid_current_pos=', @@gtid_current_pos,
                     ' gtid_slave_pos=', @@gtid_slave_pos)" 2>/dev/null)"; then
@@ -562,6 +663,389 @@ my_status() {
             printf 'mariadb  %-8s 127.0.0.1:%-5s down\n' "$node" "$port"
         fi
     done
+}
+
+# ---------------------------------------------------------------------------
+# Fault injection: processes of one node
+# ---------------------------------------------------------------------------
+
+# parse_node <NODE> — sets NODE_KIND (pg|my), NODE (primary|replica1|replica2
+# for pg, primary|replica for my) and NODE_LABEL (for messages).
+parse_node() {
+    case "${1:-}" in
+        primary|replica1|replica2) NODE_KIND=pg; NODE="$1"; NODE_LABEL="PostgreSQL $1" ;;
+        my-primary|my-replica)     NODE_KIND=my; NODE="${1#my-}"; NODE_LABEL="MariaDB ${1#my-}" ;;
+        "") die "missing NODE (primary, replica1, replica2, my-primary or my-replica)" ;;
+        *)  die "unknown node '$1' (expected primary, replica1, replica2, my-primary or my-replica)" ;;
+    esac
+}
+
+# require_node — the node's data directory must exist.
+require_node() {
+    if [[ "$NODE_KIND" == pg ]]; then
+        [[ -f "$PG_DIR/$NODE/PG_VERSION" ]] \
+            || die "no PostgreSQL $NODE in $PG_DIR (run: $0 start pg)"
+    else
+        [[ -d "$MY_DIR/$NODE/data" ]] \
+            || die "no MariaDB $NODE in $MY_DIR (run: $0 start mariadb)"
+    fi
+}
+
+# node_datadir <pg|my> <node> — the server's working directory.
+node_datadir() {
+    if [[ "$1" == pg ]]; then echo "$PG_DIR/$2"; else echo "$MY_DIR/$2/data"; fi
+}
+
+node_pidfile() {
+    if [[ "$1" == pg ]]; then echo "$PG_DIR/$2/postmaster.pid"; else echo "$MY_DIR/$2/mariadbd.pid"; fi
+}
+
+node_port() {
+    if [[ "$1" == pg ]]; then pg_port "$2"; else my_port "$2"; fi
+}
+
+# proc_state <pid> — the one-letter state from /proc/<pid>/stat (empty if gone).
+proc_state() {
+    local st=""
+    [[ "$1" =~ ^[0-9]+$ ]] || return 0
+    { read -r st <"/proc/$1/stat"; } 2>/dev/null || return 0
+    st="${st##*) }"
+    echo "${st%% *}"
+}
+
+# is_server_comm <pg|my> <comm>
+is_server_comm() {
+    case "$1:$2" in
+        pg:postgres|my:mariadbd|my:mysqld) return 0 ;;
+        *) return 1 ;;
+    esac
+}
+
+# is_node_proc <pg|my> <node> <pid> — a live (non-zombie) server process whose
+# working directory is the node's data directory.
+is_node_proc() {
+    local pid="$3" st comm
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    { read -r st <"/proc/$pid/stat"; } 2>/dev/null || return 1
+    comm="${st#*(}"; comm="${comm%)*}"
+    st="${st##*) }"
+    [[ "${st%% *}" != [ZX] ]] || return 1
+    is_server_comm "$1" "$comm" || return 1
+    [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$(node_datadir "$1" "$2")" ]]
+}
+
+# node_main_pid <pg|my> <node> — the pid in the node's pid file, only if that is
+# really the node's server (a stale file after kill -9 may name a reused pid).
+node_main_pid() {
+    local f pid=""; f="$(node_pidfile "$1" "$2")"
+    if [[ -f "$f" ]]; then { read -r pid <"$f"; } 2>/dev/null || true; fi
+    if [[ -n "$pid" ]] && is_node_proc "$1" "$2" "$pid"; then echo "$pid"; fi
+    return 0
+}
+
+# node_pids <pg|my> <node> — every live process of the node, one per line, the
+# server (postmaster / mariadbd) first: the validated pid-file pid and all its
+# descendants, plus any server process working in the node's data directory
+# (orphaned backends of a killed postmaster, a server without pid file yet).
+node_pids() {
+    local kind="$1" node="$2" dir main p st comm rest ppid changed
+    dir="$(node_datadir "$kind" "$node")"
+    main="$(node_main_pid "$kind" "$node")"
+    local -A parent=() member=()
+    for p in /proc/[0-9]*; do
+        p="${p#/proc/}"
+        { read -r st <"/proc/$p/stat"; } 2>/dev/null || continue
+        rest="${st##*) }"                              # "<state> <ppid> ..."
+        [[ "${rest%% *}" != [ZX] ]] || continue
+        rest="${rest#* }"; ppid="${rest%% *}"
+        parent[$p]="$ppid"
+        comm="${st#*(}"; comm="${comm%)*}"
+        if is_server_comm "$kind" "$comm" \
+                && [[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" == "$dir" ]]; then
+            member[$p]=1
+        fi
+    done
+    if [[ -n "$main" ]]; then
+        member[$main]=1
+        changed=1
+        while (( changed )); do                        # add descendants of main
+            changed=0
+            for p in "${!parent[@]}"; do
+                if [[ -z "${member[$p]:-}" && -n "${member[${parent[$p]}]:-}" ]] \
+                        && [[ "$p" != "$$" && "$p" != "$BASHPID" ]]; then
+                    member[$p]=1; changed=1
+                fi
+            done
+        done
+    else
+        # No trustworthy pid file: the server is the member whose parent is none.
+        for p in "${!member[@]}"; do
+            [[ -n "${member[${parent[$p]:-0}]:-}" ]] || { main="$p"; break; }
+        done
+    fi
+    [[ -n "$main" ]] || return 0
+    echo "$main"
+    for p in "${!member[@]}"; do [[ "$p" == "$main" ]] || echo "$p"; done | sort -n
+}
+
+# node_state <pg|my> <node> — down | paused | running
+node_state() {
+    local main st
+    main="$(node_server_pid "$1" "$2")"
+    if [[ -z "$main" ]]; then echo down; return 0; fi
+    st="$(proc_state "$main")"
+    if [[ "$st" == [Tt] ]]; then echo paused; else echo running; fi
+}
+
+node_down() { [[ -z "$(node_pids "$1" "$2")" ]]; }
+
+# node_server_pid <pg|my> <node> — the first line of node_pids (empty if down).
+node_server_pid() {
+    local pids; pids="$(node_pids "$1" "$2")"
+    echo "${pids%%$'\n'*}"
+}
+
+# node_signal <pg|my> <node> <SIG> — signal every process of the node.
+node_signal() {
+    local p
+    for p in $(node_pids "$1" "$2"); do kill -"$3" "$p" 2>/dev/null || true; done
+}
+
+# node_kill_remaining <pg|my> <node> — SIGKILL what is left; true once nothing is.
+# (For wait_until: it also catches anything forked meanwhile.)
+node_kill_remaining() {
+    local pids; pids="$(node_pids "$1" "$2")"
+    [[ -n "$pids" ]] || return 0
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    return 1
+}
+
+# node_all_stopped <pg|my> <node> — every process of the node is in state T.
+node_all_stopped() {
+    local p st
+    for p in $(node_pids "$1" "$2"); do
+        st="$(proc_state "$p")"
+        [[ -z "$st" || "$st" == [Tt] ]] || return 1
+    done
+}
+
+port_closed() { ! port_in_use "$1"; }
+
+# wait_port_closed <port> <what>
+wait_port_closed() {
+    wait_until "$2 port $1 to refuse connections" port_closed "$1" \
+        || die "$2: port $1 still accepts connections"
+}
+
+# clear_stale_locks — before restarting a node that is down: lock files whose
+# pid is alive but not the node's (pid reused since kill -9) would make the
+# server refuse to start. Files naming a dead pid are left to the server
+# (PostgreSQL then also recycles the shared memory segment named there).
+clear_stale_locks() {
+    local f pid files=()
+    if [[ "$NODE_KIND" == pg ]]; then
+        files=("$PG_DIR/$NODE/postmaster.pid" "$PG_DIR/.s.PGSQL.$(pg_port "$NODE").lock")
+    else
+        files=("$MY_DIR/$NODE/mariadbd.pid" "$(my_sock "$NODE").lock")
+    fi
+    for f in "${files[@]}"; do
+        [[ -f "$f" ]] || continue
+        pid=""; { read -r pid <"$f"; } 2>/dev/null || true
+        pid="${pid//[^0-9]/}"
+        if [[ -n "$pid" ]] && pid_alive "$pid"; then
+            log "removing stale $f (pid $pid is no longer $NODE_LABEL)"
+            rm -f "$f"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------
+# Fault injection: subcommands
+# ---------------------------------------------------------------------------
+
+cmd_pids() {
+    parse_node "${1:-}"; require_node
+    node_pids "$NODE_KIND" "$NODE"
+}
+
+cmd_kill() {
+    parse_node "${1:-}"; require_node
+    local main port; port="$(node_port "$NODE_KIND" "$NODE")"
+    main="$(node_server_pid "$NODE_KIND" "$NODE")"
+    if [[ -z "$main" ]]; then
+        log "$NODE_LABEL is not running"
+    else
+        # Freeze the server first so it cannot fork while its children are killed.
+        kill -STOP "$main" 2>/dev/null || true
+        wait_until "$NODE_LABEL processes to die" node_kill_remaining "$NODE_KIND" "$NODE" \
+            || die "could not kill $NODE_LABEL (pids $(node_pids "$NODE_KIND" "$NODE" | xargs))"
+    fi
+    wait_port_closed "$port" "$NODE_LABEL"
+    log "killed $NODE_LABEL (port $port closed)"
+}
+
+cmd_pause() {
+    parse_node "${1:-}"; require_node
+    local main; main="$(node_server_pid "$NODE_KIND" "$NODE")"
+    [[ -n "$main" ]] || die "$NODE_LABEL is not running"
+    kill -STOP "$main" 2>/dev/null || true             # server first: no more forks
+    node_signal "$NODE_KIND" "$NODE" STOP
+    wait_until "$NODE_LABEL processes to stop" node_all_stopped "$NODE_KIND" "$NODE" \
+        || die "$NODE_LABEL did not stop on SIGSTOP"
+    log "paused $NODE_LABEL (pids $(node_pids "$NODE_KIND" "$NODE" | xargs))"
+}
+
+cmd_resume() {
+    parse_node "${1:-}"; require_node
+    if node_down "$NODE_KIND" "$NODE"; then
+        log "$NODE_LABEL is not running; nothing to resume"
+        return 0
+    fi
+    node_signal "$NODE_KIND" "$NODE" CONT
+    log "resumed $NODE_LABEL"
+}
+
+# node_clean_stop — resume, then a clean shutdown of the parsed node; fails on timeout.
+node_clean_stop() {
+    local port; port="$(node_port "$NODE_KIND" "$NODE")"
+    if node_down "$NODE_KIND" "$NODE"; then
+        log "$NODE_LABEL is already stopped"
+        return 0
+    fi
+    node_signal "$NODE_KIND" "$NODE" CONT
+    log "stopping $NODE_LABEL"
+    if [[ "$NODE_KIND" == pg ]]; then
+        find_pg_bindir || die "PostgreSQL binaries not found"
+        as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DIR/$NODE" -m fast -w -t "$WAIT_TIMEOUT" >/dev/null \
+            || die "pg_ctl stop -m fast of PostgreSQL $NODE failed (log: $LOG_DIR/pg-$NODE.log)"
+    else
+        kill -TERM "$(node_server_pid my "$NODE")" 2>/dev/null || true
+    fi
+    wait_until "$NODE_LABEL to shut down" node_down "$NODE_KIND" "$NODE" \
+        || die "$NODE_LABEL did not shut down (pids $(node_pids "$NODE_KIND" "$NODE" | xargs))"
+    wait_port_closed "$port" "$NODE_LABEL"
+}
+
+cmd_stop_node() {
+    parse_node "${1:-}"; require_node
+    node_clean_stop
+    log "stopped $NODE_LABEL"
+}
+
+# pg_in_recovery <port> — prints t or f.
+pg_in_recovery() { psql_at "$1" 'SELECT pg_is_in_recovery()'; }
+pg_out_of_recovery() { [[ "$(pg_in_recovery "$1")" == f ]]; }
+
+# pg_receiver_streaming <port> — the standby's WAL receiver is streaming.
+pg_receiver_streaming() {
+    [[ "$(psql_at "$1" "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")" == 1 ]]
+}
+
+# pg_streaming_at_least <n> — the primary has at least n streaming standbys.
+pg_streaming_at_least() {
+    local n; n="$(psql_at "$(pg_port primary)" \
+        "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")" || return 1
+    (( n >= $1 ))
+}
+
+# pg_primary_usable — the `primary` node answers and is not in recovery.
+pg_primary_usable() {
+    [[ "$(node_state pg primary)" == running ]] && pg_ready "$(pg_port primary)" \
+        && pg_out_of_recovery "$(pg_port primary)" 2>/dev/null
+}
+
+pg_restart_node() {
+    local port; port="$(pg_port "$NODE")"
+    find_pg_bindir || die "PostgreSQL binaries not found"
+    if ! node_down pg "$NODE"; then
+        log "PostgreSQL $NODE is running; stopping it first"
+        node_clean_stop
+    fi
+    clear_stale_locks
+    require_free_port "$port" "pg $NODE"
+    log "starting PostgreSQL $NODE"
+    pg_start_node "$NODE" append
+
+    if [[ "$NODE" != primary && "$(pg_in_recovery "$port")" == t ]]; then
+        if pg_primary_usable; then
+            wait_until "PostgreSQL $NODE to stream from the primary" pg_receiver_streaming "$port" \
+                || die "PostgreSQL $NODE is up but not streaming (log: $LOG_DIR/pg-$NODE.log)"
+            log "PostgreSQL $NODE up on 127.0.0.1:$port, streaming"
+        else
+            log "PostgreSQL $NODE up on 127.0.0.1:$port (standby; primary down, not streaming)"
+        fi
+    elif [[ "$NODE" == primary ]] && pg_primary_usable; then
+        # Best effort: every running standby reconnects (wal_retrieve_retry_interval).
+        local n=0 r
+        for r in replica1 replica2; do
+            if [[ "$(node_state pg "$r")" == running ]] \
+                    && [[ "$(pg_in_recovery "$(pg_port "$r")" 2>/dev/null)" == t ]]; then
+                n=$(( n + 1 ))
+            fi
+        done
+        if wait_until "$n standby(s) streaming from the primary" pg_streaming_at_least "$n"; then
+            log "PostgreSQL primary up on 127.0.0.1:$port ($n standby(s) streaming)"
+        else
+            log "WARNING: PostgreSQL primary up on 127.0.0.1:$port, but not all $n standby(s) stream"
+        fi
+    else
+        log "PostgreSQL $NODE up on 127.0.0.1:$port"
+    fi
+}
+
+my_restart_node() {
+    local port args=(); port="$(my_port "$NODE")"
+    find_mariadb_bins || die "MariaDB binaries not found"
+    if ! node_down my "$NODE"; then
+        log "MariaDB $NODE is running; stopping it first"
+        node_clean_stop
+    fi
+    clear_stale_locks
+    require_free_port "$port" "mariadb $NODE"
+    [[ -f "$MY_DIR/$NODE/server_args" ]] || die "no $MY_DIR/$NODE/server_args (cluster from an older cluster.sh; run: $0 start mariadb)"
+    mapfile -t args <"$MY_DIR/$NODE/server_args"
+    log "starting MariaDB $NODE"
+    my_launch_node "$NODE" append "${args[@]}"
+    wait_until "MariaDB $NODE over TCP" my_sql "$port" 'SELECT 1' \
+        || die "MariaDB $NODE does not answer on 127.0.0.1:$port"
+    if [[ "$NODE" == replica ]] && [[ "$(node_state my primary)" == running ]]; then
+        wait_until "MariaDB replica IO/SQL threads running" my_replica_running \
+            || die "MariaDB replica is up but replication is not running (SHOW SLAVE STATUS)"
+        log "MariaDB replica up on 127.0.0.1:$port, replicating"
+    elif [[ "$NODE" == primary ]] && [[ "$(node_state my replica)" == running ]]; then
+        # Best effort: the replica's IO thread reconnects (MASTER_CONNECT_RETRY=1).
+        if wait_until "MariaDB replica IO/SQL threads running" my_replica_running; then
+            log "MariaDB primary up on 127.0.0.1:$port (replica replicating)"
+        else
+            log "WARNING: MariaDB primary up on 127.0.0.1:$port, but the replica is not replicating"
+        fi
+    else
+        log "MariaDB $NODE up on 127.0.0.1:$port"
+    fi
+}
+
+cmd_restart() {
+    parse_node "${1:-}"; require_node
+    if [[ "$NODE_KIND" == pg ]]; then pg_restart_node; else my_restart_node; fi
+}
+
+cmd_promote() {
+    parse_node "${1:-}"; require_node
+    [[ "$NODE_KIND" == pg ]] || die "promote is only for PostgreSQL replicas (replica1, replica2)"
+    find_pg_bindir || die "PostgreSQL binaries not found"
+    local port state; port="$(pg_port "$NODE")"
+    state="$(node_state pg "$NODE")"
+    [[ "$state" == running ]] || die "PostgreSQL $NODE is $state; cannot promote it"
+    if [[ "$(pg_in_recovery "$port")" == f ]]; then
+        log "PostgreSQL $NODE is not in recovery (already a primary)"
+        return 0
+    fi
+    as_pg "$PG_BIN/pg_ctl" promote -D "$PG_DIR/$NODE" -w -t "$WAIT_TIMEOUT" >/dev/null \
+        || die "pg_ctl promote of PostgreSQL $NODE failed (log: $LOG_DIR/pg-$NODE.log)"
+    wait_until "PostgreSQL $NODE to leave recovery" pg_out_of_recovery "$port" \
+        || die "PostgreSQL $NODE is still in recovery after pg_ctl promote"
+    log "promoted PostgreSQL $NODE on 127.0.0.1:$port"
 }
 
 # ---------------------------------------------------------------------------
@@ -654,6 +1138,13 @@ main() {
         stop)   cmd_stop "$@" ;;
         status) cmd_status ;;
         env)    cmd_env ;;
+        kill)      cmd_kill "$@" ;;
+        pause)     cmd_pause "$@" ;;
+        resume)    cmd_resume "$@" ;;
+        restart)   cmd_restart "$@" ;;
+        stop-node) cmd_stop_node "$@" ;;
+        promote)   cmd_promote "$@" ;;
+        pids)      cmd_pids "$@" ;;
         -h|--help|help) usage 0 ;;
         *) usage 1 ;;
     esac

@@ -6,6 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::consistency::Position;
+use crate::node::{Probe, ServerRole};
 use sea_orm::{
     AccessMode, ConnectionTrait, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
     Statement, TransactionOptions, Value,
@@ -211,6 +212,71 @@ impl Dialect {
                 Ok(secs.map(Duration::from_secs))
             }
             _ => Ok(Some(Duration::ZERO)),
+        }
+    }
+
+    /// One health check: the server's role, its term, its position and (for a replica) its
+    /// lag. PostgreSQL answers in one statement; MariaDB in two (the second, `SHOW SLAVE
+    /// STATUS`, only on a replica); SQLite is not asked.
+    pub async fn probe<C: ConnectionTrait>(self, conn: &C) -> Result<Probe, DbErr> {
+        match self.0 {
+            DbBackend::Postgres => {
+                // the timeline is the first 8 hex digits of the current WAL file's name
+                let sql = "SELECT pg_is_in_recovery() AS replica, \
+                           CASE WHEN pg_is_in_recovery() THEN 0 \
+                           ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END AS term, \
+                           COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn())::text AS pos, \
+                           CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL THEN NULL \
+                           WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
+                           ELSE GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int8) \
+                           END AS lag_ms";
+                let row = conn
+                    .query_one_raw(self.stmt(sql, vec![]))
+                    .await?
+                    .ok_or_else(|| DbErr::RecordNotFound("health check".into()))?;
+                let replica: bool = row.try_get("", "replica")?;
+                let lag: Option<i64> = row.try_get("", "lag_ms")?;
+                Ok(Probe {
+                    role: if replica {
+                        ServerRole::Replica
+                    } else {
+                        ServerRole::Primary
+                    },
+                    term: u64::try_from(row.try_get::<i64>("", "term")?).unwrap_or(0),
+                    position: self.parse_position(&row.try_get::<String>("", "pos")?)?,
+                    lag: lag.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                })
+            }
+            DbBackend::MySql => {
+                let sql = "SELECT @@read_only = 1 AS replica, \
+                           CAST(IF(@@read_only = 1, @@gtid_slave_pos, @@gtid_binlog_pos) AS CHAR) AS pos";
+                let row = conn
+                    .query_one_raw(self.stmt(sql, vec![]))
+                    .await?
+                    .ok_or_else(|| DbErr::RecordNotFound("health check".into()))?;
+                let replica = row.try_get::<i64>("", "replica")? != 0;
+                let lag = if replica {
+                    self.replica_lag(conn).await?
+                } else {
+                    None
+                };
+                Ok(Probe {
+                    role: if replica {
+                        ServerRole::Replica
+                    } else {
+                        ServerRole::Primary
+                    },
+                    term: 0,
+                    position: self.parse_position(&row.try_get::<String>("", "pos")?)?,
+                    lag,
+                })
+            }
+            _ => Ok(Probe {
+                role: ServerRole::Unknown,
+                term: 0,
+                position: Position::None,
+                lag: Some(Duration::ZERO),
+            }),
         }
     }
 

@@ -5,7 +5,7 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `DATABASE_URL` | the primary (required) |
+//! | `DATABASE_URL` | the primary (required); several comma-separated URLs are primary candidates, for failover |
 //! | `DATABASE_REPLICA_URLS` | the replicas, comma-separated (optional; none → everything runs on the primary) |
 //!
 //! ```
@@ -23,6 +23,7 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, DbBackend};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Balancing;
 use crate::ReplicaError;
 
 /// The whole configuration of a [`ReplicatedDatabase`](crate::ReplicatedDatabase).
@@ -31,6 +32,10 @@ use crate::ReplicaError;
 pub struct ReplicaConfig {
     /// The node that takes writes (and migrations).
     pub primary: NodeConfig,
+    /// More nodes that may take over as the primary (failover): the monitor asks every node
+    /// its role, and read-write units go to the one that reports being the primary.
+    #[serde(default)]
+    pub primary_candidates: Vec<NodeConfig>,
     /// Read replicas. Empty: every unit runs on the primary.
     #[serde(default)]
     pub replicas: Vec<NodeConfig>,
@@ -52,6 +57,27 @@ pub struct ReplicaConfig {
     /// How often the background monitor checks the nodes, in milliseconds. Default: 500.
     #[serde(default)]
     pub monitor_interval_ms: Option<u64>,
+    /// How long one health check may take before the node counts as down, in milliseconds.
+    /// Default: 1000.
+    #[serde(default)]
+    pub check_timeout_ms: Option<u64>,
+    /// After a failure, when a down node is first checked again, in milliseconds; doubles on
+    /// every failed check. Default: 500.
+    #[serde(default)]
+    pub backoff_initial_ms: Option<u64>,
+    /// The longest back-off between checks of a down node, in milliseconds. Default: 10000.
+    #[serde(default)]
+    pub backoff_max_ms: Option<u64>,
+    /// How many nodes a read-only unit tries when nodes fail at the connection level.
+    /// Default: 3.
+    #[serde(default)]
+    pub read_attempts: Option<u32>,
+    /// How long a read-only unit keeps retrying on other nodes, in milliseconds. Default: 5000.
+    #[serde(default)]
+    pub read_retry_budget_ms: Option<u64>,
+    /// How read-only units choose among replicas. Default: `round_robin`.
+    #[serde(default)]
+    pub balancer: Balancing,
 }
 
 fn default_true() -> bool {
@@ -70,6 +96,9 @@ pub struct NodeConfig {
     /// Pool options for this node.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Share of reads for the [`Weighted`](crate::policy::Weighted) balancer. Default: 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 /// Pool options of one node. Unset fields keep SeaORM's defaults.
@@ -132,6 +161,20 @@ impl NodeConfig {
         self
     }
 
+    /// Sets the node's weight for the [`Weighted`](crate::policy::Weighted) balancer.
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(weight);
+        self
+    }
+
+    /// Bounds every statement: server-side where the backend has it (PostgreSQL
+    /// `statement_timeout`), and in the client (this plus 250 ms), so a node that stops
+    /// answering fails the statement instead of holding the caller.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.pool.statement_timeout_ms = Some(duration_ms(timeout));
+        self
+    }
+
     /// Sets how long a unit may wait for a pooled connection.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.pool.acquire_timeout_ms = Some(duration_ms(timeout));
@@ -154,12 +197,19 @@ impl ReplicaConfig {
     pub fn new(primary: impl Into<String>) -> Self {
         ReplicaConfig {
             primary: NodeConfig::new(primary),
+            primary_candidates: Vec::new(),
             replicas: Vec::new(),
             fallback: Fallback::Primary,
             sqlite_reader_pool: true,
             causal_wait_ms: None,
             max_lag_ms: None,
             monitor_interval_ms: None,
+            check_timeout_ms: None,
+            backoff_initial_ms: None,
+            backoff_max_ms: None,
+            read_attempts: None,
+            read_retry_budget_ms: None,
+            balancer: Balancing::default(),
         }
     }
 
@@ -180,18 +230,24 @@ impl ReplicaConfig {
     /// assert_eq!(config.replicas.len(), 2);
     /// ```
     pub fn from_vars(get: impl Fn(&str) -> Option<String>) -> Result<Self, ReplicaError> {
-        let primary = get("DATABASE_URL")
-            .filter(|s| !s.trim().is_empty())
-            .ok_or(ReplicaError::MissingEnv("DATABASE_URL"))?;
-        let mut config = ReplicaConfig::new(primary.trim());
-        if let Some(list) = get("DATABASE_REPLICA_URLS") {
-            config.replicas = list
+        let list = |value: String| -> Vec<NodeConfig> {
+            value
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(NodeConfig::new)
-                .collect();
-        }
+                .collect()
+        };
+        let mut primaries = get("DATABASE_URL")
+            .map(list)
+            .unwrap_or_default()
+            .into_iter();
+        let primary = primaries
+            .next()
+            .ok_or(ReplicaError::MissingEnv("DATABASE_URL"))?;
+        let mut config = ReplicaConfig::new(primary.url);
+        config.primary_candidates = primaries.collect();
+        config.replicas = get("DATABASE_REPLICA_URLS").map(list).unwrap_or_default();
         Ok(config)
     }
 }

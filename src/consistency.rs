@@ -52,7 +52,7 @@ pub(crate) async fn route_read(
         Consistency::BoundedStaleness(bound) => return router.route_within(true, Some(*bound)),
         Consistency::Primary => {
             return Ok(Route {
-                node: router.primary.clone(),
+                node: router.primary(),
                 reason: RouteReason::PrimaryRequested,
             })
         }
@@ -69,8 +69,8 @@ pub(crate) async fn route_read(
         }
     };
     // 1. a replica already known to be there: no I/O at all
-    let known = router.balancer.pick(replicas.len(), &|i| {
-        replicas[i].is_available() && replicas[i].known_to_have(wanted)
+    let known = router.balancer.pick(replicas, &|i| {
+        router.replica_usable(i) && replicas[i].known_to_have(wanted)
     });
     if let Some(i) = known {
         return Ok(caught_up(RouteReason::CaughtUp)(i));
@@ -79,12 +79,12 @@ pub(crate) async fn route_read(
     //    the monitor saw lagging is asked last), then the others in the balancer's order
     let start = router
         .balancer
-        .pick(replicas.len(), &|i| replicas[i].is_available())
+        .pick(replicas, &|i| router.replica_usable(i))
         .unwrap_or(0);
     let in_turn = (0..replicas.len()).map(|k| (start + k) % replicas.len());
     let furthest = in_turn
         .clone()
-        .filter(|&i| replicas[i].is_available())
+        .filter(|&i| router.replica_usable(i))
         .reduce(|a, b| {
             let (pa, pb) = (replicas[a].known_position(), replicas[b].known_position());
             if pb.has_reached(&pa) && !pa.has_reached(&pb) {
@@ -99,7 +99,7 @@ pub(crate) async fn route_read(
     let mut best: Option<usize> = None;
     for i in order {
         let node = &replicas[i];
-        if !node.is_available() {
+        if !router.replica_usable(i) {
             continue;
         }
         match node.dialect().replay_position(node.connection()).await {
@@ -133,7 +133,7 @@ pub(crate) async fn route_read(
     }
     // 4. nobody has it in time: the primary has everything
     Ok(Route {
-        node: router.primary.clone(),
+        node: router.primary(),
         reason: RouteReason::NotReplayed,
     })
 }

@@ -16,15 +16,16 @@ use tracing::Instrument;
 use crate::access::{Access, ReadOnly, ReadWrite};
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
 use crate::consistency::{route_read, CausalToken};
-use crate::health::{spawn_monitor, DEFAULT_MONITOR_INTERVAL};
-use crate::node::{Node, Role};
-use crate::policy::{Balancer, RoundRobin, Route, RouteReason, Router};
+use crate::health::{check_nodes, spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
+use crate::node::{Breaker, Node, NodeParts, Role, DEFAULT_BREAKER};
+use crate::policy::{Balancer, Route, RouteReason, Router};
 use crate::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
 };
 use crate::statement_kind::{classify, StatementKind};
 use crate::stats::{HandleCounters, NodeCounters, StatsSnapshot};
+use crate::status::Status;
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
 use crate::ReplicaError;
 
@@ -45,7 +46,23 @@ struct Inner {
     router: Router,
     backend: DbBackend,
     counters: HandleCounters,
+    retry: ReadRetry,
 }
+
+/// How read-only units move on when nodes fail at the connection level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadRetry {
+    /// Nodes tried at most (the first included).
+    pub attempts: u32,
+    /// No new attempt starts after this much time since the first.
+    pub budget: Duration,
+}
+
+/// Read-only units try up to 3 nodes within 5 s unless told otherwise.
+pub(crate) const DEFAULT_READ_RETRY: ReadRetry = ReadRetry {
+    attempts: 3,
+    budget: Duration::from_secs(5),
+};
 
 /// A node as the builder was given it: to connect, or already connected.
 #[derive(Debug)]
@@ -97,8 +114,8 @@ impl Prepared {
         }
     }
 
-    async fn open(self, role: Role) -> Result<Arc<Node>, ReplicaError> {
-        let conn = match (self.conn, &self.config) {
+    async fn open(self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
+        let conn = match (self.conn.clone(), &self.config) {
             (Some(conn), _) => conn,
             (None, Some(valid)) => connect_node(valid, role).await?,
             (None, None) => {
@@ -108,12 +125,42 @@ impl Prepared {
                 )))
             }
         };
-        Ok(Arc::new(Node::new(
-            self.name,
+        Ok(self.into_node(conn, role, breaker))
+    }
+
+    /// Like [`open`](Self::open), for a failover candidate: one that cannot be reached now is
+    /// kept, down, with a lazy pool, so the monitor finds it once it comes up.
+    async fn open_or_down(self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
+        let Some(valid) = self.config.clone() else {
+            return self.open(role, breaker).await;
+        };
+        match connect_node(&valid, role).await {
+            Ok(conn) => Ok(self.into_node(conn, role, breaker)),
+            Err(ReplicaError::Unreachable { source, .. }) => {
+                let mut opts = valid.connect_options();
+                opts.connect_lazy(true);
+                let conn = Database::connect(opts).await?;
+                let node = self.into_node(conn, role, breaker);
+                node.mark_down(&format!("unreachable at start: {source}"));
+                Ok(node)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    fn into_node(self, conn: DatabaseConnection, role: Role, breaker: Breaker) -> Arc<Node> {
+        let config = self.config.as_ref().map(|c| &c.config);
+        Arc::new(Node::new(NodeParts {
+            name: self.name,
             role,
-            self.redacted_url,
+            redacted_url: self.redacted_url,
             conn,
-        )))
+            weight: config.and_then(|c| c.weight).unwrap_or(1),
+            statement_timeout: config
+                .and_then(|c| c.pool.statement_timeout_ms)
+                .map(Duration::from_millis),
+            breaker,
+        }))
     }
 }
 
@@ -134,8 +181,12 @@ impl Prepared {
 #[must_use]
 pub struct ReplicatedDatabaseBuilder {
     primary: Option<NodeSpec>,
+    candidates: Vec<NodeSpec>,
     replicas: Vec<NodeSpec>,
     fallback: Fallback,
+    check_timeout: Option<Duration>,
+    breaker: Option<Breaker>,
+    retry: Option<ReadRetry>,
     sqlite_reader_pool: Option<bool>,
     balancer: Option<Box<dyn Balancer>>,
     causal_wait: Option<Duration>,
@@ -155,6 +206,20 @@ impl ReplicatedDatabaseBuilder {
     /// Sets the primary with its own name and pool options.
     pub fn primary_node(mut self, node: NodeConfig) -> Self {
         self.primary = Some(NodeSpec::Config(node));
+        self
+    }
+
+    /// Adds a node that may take over as the primary (failover). The monitor asks every node
+    /// its role; read-write units go to the one that reports being the primary. A configured
+    /// replica that is promoted takes over too, with no need to list it here (on PostgreSQL,
+    /// its new WAL timeline tells it apart from an old primary coming back).
+    pub fn primary_candidate(self, url: impl Into<String>) -> Self {
+        self.primary_candidate_node(NodeConfig::new(url))
+    }
+
+    /// Adds a primary candidate with its own name and pool options.
+    pub fn primary_candidate_node(mut self, node: NodeConfig) -> Self {
+        self.candidates.push(NodeSpec::Config(node));
         self
     }
 
@@ -220,7 +285,38 @@ impl ReplicatedDatabaseBuilder {
         self
     }
 
-    /// How read-only units choose among replicas. Default: [`RoundRobin`].
+    /// How long one health check may take before the node counts as down.
+    /// Default: [`DEFAULT_CHECK_TIMEOUT`] (1 s).
+    pub fn check_timeout(mut self, timeout: Duration) -> Self {
+        self.check_timeout = Some(timeout);
+        self
+    }
+
+    /// The circuit breaker: a node that failed is checked again after `initial`, then after
+    /// twice as long on every failed check, up to `max`. Default: 500 ms, 10 s.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.breaker = Some(Breaker {
+            initial,
+            max: max.max(initial),
+        });
+        self
+    }
+
+    /// Failover of read-only units: when a node fails at the connection level before the
+    /// unit has returned results, the unit moves to another eligible node — at most
+    /// `attempts` nodes in all, none started after `budget`. The closure form
+    /// ([`read_only`](ReplicatedDatabase::read_only)) reruns the closure; the begin/commit
+    /// form retries its first statement. Default: 3 attempts within 5 s; 1 turns it off.
+    pub fn read_retries(mut self, attempts: u32, budget: Duration) -> Self {
+        self.retry = Some(ReadRetry {
+            attempts: attempts.max(1),
+            budget,
+        });
+        self
+    }
+
+    /// How read-only units choose among replicas. Default: [`RoundRobin`](crate::policy::RoundRobin);
+    /// see [`policy`](crate::policy) for the others, or implement [`Balancer`].
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
         self.balancer = Some(Box::new(balancer));
         self
@@ -229,13 +325,36 @@ impl ReplicatedDatabaseBuilder {
     /// Takes everything from a [`ReplicaConfig`].
     pub fn config(mut self, config: ReplicaConfig) -> Self {
         self.primary = Some(NodeSpec::Config(config.primary));
+        self.candidates = config
+            .primary_candidates
+            .into_iter()
+            .map(NodeSpec::Config)
+            .collect();
         self.replicas = config.replicas.into_iter().map(NodeSpec::Config).collect();
+        self.balancer = Some(config.balancer.balancer());
         self.fallback = config.fallback;
         self.sqlite_reader_pool = Some(config.sqlite_reader_pool);
         let ms = Duration::from_millis;
         self.causal_wait = config.causal_wait_ms.map(ms).or(self.causal_wait);
         self.max_lag = config.max_lag_ms.map(ms).or(self.max_lag);
         self.monitor_interval = config.monitor_interval_ms.map(ms).or(self.monitor_interval);
+        self.check_timeout = config.check_timeout_ms.map(ms).or(self.check_timeout);
+        if config.backoff_initial_ms.is_some() || config.backoff_max_ms.is_some() {
+            self = self.backoff(
+                config
+                    .backoff_initial_ms
+                    .map_or(DEFAULT_BREAKER.initial, ms),
+                config.backoff_max_ms.map_or(DEFAULT_BREAKER.max, ms),
+            );
+        }
+        if config.read_attempts.is_some() || config.read_retry_budget_ms.is_some() {
+            self = self.read_retries(
+                config.read_attempts.unwrap_or(DEFAULT_READ_RETRY.attempts),
+                config
+                    .read_retry_budget_ms
+                    .map_or(DEFAULT_READ_RETRY.budget, ms),
+            );
+        }
         self
     }
 
@@ -245,6 +364,12 @@ impl ReplicatedDatabaseBuilder {
             .primary
             .ok_or_else(|| ReplicaError::Config("no primary configured".into()))?;
         let primary = Prepared::new(primary, "primary")?;
+        let candidates = self
+            .candidates
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Prepared::new(c, &format!("primary-{}", i + 2)))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut replicas = self
             .replicas
             .into_iter()
@@ -252,7 +377,11 @@ impl ReplicatedDatabaseBuilder {
             .map(|(i, r)| Prepared::new(r, &format!("replica-{}", i + 1)))
             .collect::<Result<Vec<_>, _>>()?;
         let backend = primary.backend;
-        if let Some(odd) = replicas.iter().find(|r| r.backend != backend) {
+        if let Some(odd) = candidates
+            .iter()
+            .chain(&replicas)
+            .find(|r| r.backend != backend)
+        {
             return Err(ReplicaError::BackendMismatch {
                 node: odd.name.clone(),
                 expected: backend.as_str(),
@@ -274,36 +403,51 @@ impl ReplicatedDatabaseBuilder {
             });
         }
 
-        let primary = primary.open(Role::Primary).await?;
+        let breaker = self.breaker.unwrap_or(DEFAULT_BREAKER);
+        let mut primaries = vec![primary.open(Role::Primary, breaker).await?];
+        for c in candidates {
+            primaries.push(c.open_or_down(Role::Primary, breaker).await?);
+        }
         let mut replica_nodes = Vec::with_capacity(replicas.len());
         for r in replicas {
-            replica_nodes.push(r.open(Role::Replica).await?);
+            replica_nodes.push(r.open(Role::Replica, breaker).await?);
         }
         tracing::info!(
-            primary = primary.name(),
+            primary = primaries[0].name(),
+            candidates = primaries.len() - 1,
             replicas = replica_nodes.len(),
             backend = backend.as_str(),
             "replicated database connected"
         );
+        let router = Router::new(
+            primaries,
+            replica_nodes,
+            self.balancer
+                .unwrap_or_else(|| crate::policy::Balancing::default().balancer()),
+            self.fallback,
+            self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
+            self.max_lag,
+        )?;
         let inner = Arc::new(Inner {
-            router: Router {
-                primary,
-                replicas: replica_nodes,
-                balancer: self
-                    .balancer
-                    .unwrap_or_else(|| Box::new(RoundRobin::default())),
-                fallback: self.fallback,
-                causal_wait: self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
-                max_lag: self.max_lag,
-            },
+            router,
             backend,
             counters: HandleCounters::default(),
+            retry: self.retry.unwrap_or(DEFAULT_READ_RETRY),
         });
-        if backend != DbBackend::Sqlite && !inner.router.replicas.is_empty() {
+        if backend != DbBackend::Sqlite {
             let interval = self.monitor_interval.unwrap_or(DEFAULT_MONITOR_INTERVAL);
-            spawn_monitor(Arc::downgrade(&inner), interval, |inner: &Inner| {
-                &inner.router
-            });
+            let timeout = self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT);
+            for node in inner.router.nodes() {
+                node.set_monitored();
+            }
+            // know every node's role and lag before the first unit
+            check_nodes(&inner.router, timeout).await;
+            spawn_monitor(
+                Arc::downgrade(&inner),
+                interval,
+                timeout,
+                |inner: &Inner| &inner.router,
+            );
         }
         Ok(ReplicatedDatabase { inner })
     }
@@ -385,9 +529,21 @@ impl ReplicatedDatabase {
         self.inner.backend
     }
 
-    /// The primary node.
-    pub fn primary(&self) -> &Node {
-        &self.inner.router.primary
+    /// The node read-write units go to now: the configured primary, or after a failover the
+    /// node that took over.
+    pub fn primary(&self) -> Arc<Node> {
+        self.inner.router.primary()
+    }
+
+    /// A snapshot of every node: role (configured and as the server reports it), health,
+    /// lag, units in flight — what pgpool's `SHOW POOL_NODES` shows. `Display` prints it as a
+    /// table.
+    pub fn status(&self) -> Status {
+        Status::collect(&self.inner.router)
+    }
+
+    pub(crate) fn read_retry(&self) -> ReadRetry {
+        self.inner.retry
     }
 
     /// The replica nodes (for SQLite, the reader pool).
@@ -395,9 +551,9 @@ impl ReplicatedDatabase {
         self.inner.router.replicas.iter().map(|n| &**n)
     }
 
-    /// Every node, primary first.
+    /// Every node: configured primaries first, then the replicas.
     pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.inner.router.nodes()
+        self.inner.router.nodes().map(|n| &**n)
     }
 
     /// The node called `name`.
@@ -433,16 +589,49 @@ impl ReplicatedDatabase {
 
     /// Runs `callback` in a read-only unit, like SeaORM's
     /// [`transaction`](TransactionTrait::transaction): `Ok` commits, `Err` rolls back.
+    ///
+    /// Failover: when a node fails at the connection level (refused, lost, no answer within
+    /// the statement timeout) and the closure returns `Err`, it runs again in a new unit on
+    /// another eligible node, up to the handle's
+    /// [`read_retries`](ReplicatedDatabaseBuilder::read_retries) (default 3 nodes within 5 s).
+    /// The closure is read-only, so running it again is safe; that is why it is `Fn`.
     pub async fn read_only<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
     where
-        F: for<'c> FnOnce(
+        F: for<'c> Fn(
                 &'c UnitOfWork<ReadOnly>,
             ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-            + Send,
+            + Send
+            + Sync,
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
-        run_in(self.begin_read_only(), callback).await
+        let retry = self.read_retry();
+        let started = std::time::Instant::now();
+        let mut attempt = 1;
+        loop {
+            let unit = self.begin_read_only();
+            match callback(&unit).await {
+                Ok(value) => {
+                    unit.commit().await.map_err(TransactionError::Connection)?;
+                    return Ok(value);
+                }
+                Err(err)
+                    if unit.saw_node_failure()
+                        && attempt < retry.attempts
+                        && started.elapsed() < retry.budget =>
+                {
+                    tracing::warn!(parent: unit.span(), error = %err, attempt, "read-only unit failed with its node; running it again elsewhere");
+                    let _ = unit.rollback().await;
+                    attempt += 1;
+                }
+                Err(err) => {
+                    unit.rollback()
+                        .await
+                        .map_err(TransactionError::Connection)?;
+                    return Err(TransactionError::Transaction(err));
+                }
+            }
+        }
     }
 
     /// Runs `callback` in a read-write unit on the primary: `Ok` commits, `Err` rolls back.
@@ -469,7 +658,9 @@ impl ReplicatedDatabase {
         run_in(self.begin_read_write(), callback).await
     }
 
-    /// Runs `callback` in a unit with options; the access mode is the type parameter.
+    /// Runs `callback` in a unit with options; the access mode is the type parameter. (It
+    /// runs the closure once; [`read_only`](Self::read_only) reruns it on another node when
+    /// one fails.)
     pub async fn run_unit<A, F, T, E>(
         &self,
         options: UnitOptions,
@@ -549,31 +740,32 @@ macro_rules! on_ambient {
         let writes =
             route.is_none() && in_any_scope() && matches!(classify($sql), StatementKind::Write(_));
         let records = writes && wants_tokens();
-        let node: &Node = match &route {
-            Some(route) => &route.node,
-            None => $self.primary(),
+        let node: Arc<Node> = match &route {
+            Some(route) => route.node.clone(),
+            None => $self.router().writable_primary()?,
         };
         NodeCounters::bump(&node.counters.statements);
         NodeCounters::bump(&node.counters.acquisitions);
         let result = match &route {
             Some(route) if route.reason.is_read_only_on_primary() => {
                 let options = node.dialect().transaction_options(true, None);
-                let txn = node.connection().begin_with_options(options).await?;
+                let txn = node
+                    .bounded(node.connection().begin_with_options(options))
+                    .await?;
                 let result = {
                     let $c = &txn;
-                    $call.await
+                    node.bounded($call).await
                 };
                 match result {
-                    Ok(value) => txn.commit().await.map(|_| value),
+                    Ok(value) => node.bounded(txn.commit()).await.map(|_| value),
                     Err(err) => Err(err),
                 }
             }
             _ => {
                 let $c = node.connection();
-                $call.await
+                node.bounded($call).await
             }
         };
-        let result = result.inspect_err(|e| node.observe_error(e));
         if records && result.is_ok() {
             $self.record_handle_write().await?;
         } else if writes && result.is_ok() {
@@ -622,13 +814,13 @@ impl StreamTrait for ReplicatedDatabase {
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
             let route = self.ambient(&stmt.sql).await?;
-            let node: &Node = route.as_ref().map_or(self.primary(), |r| &r.node);
+            let node: Arc<Node> = match route {
+                Some(route) => route.node,
+                None => self.router().writable_primary()?,
+            };
             NodeCounters::bump(&node.counters.statements);
             NodeCounters::bump(&node.counters.acquisitions);
-            node.connection()
-                .stream_raw(stmt)
-                .await
-                .inspect_err(|e| node.observe_error(e))
+            node.bounded(node.connection().stream_raw(stmt)).await
         })
     }
 }
@@ -637,7 +829,7 @@ impl ReplicatedDatabase {
     /// The connection a plain `begin` uses, and the access mode a read-only scope forces.
     async fn ambient_txn_target(&self) -> Result<(DatabaseConnection, Option<AccessMode>), DbErr> {
         if !in_read_only_scope() {
-            return Ok((self.primary().connection().clone(), None));
+            return Ok((self.router().writable_primary()?.connection().clone(), None));
         }
         let route = self.scope_route().await?;
         Ok((route.node.connection().clone(), Some(AccessMode::ReadOnly)))

@@ -13,6 +13,8 @@ use sea_orm::{DbErr, RuntimeErr};
 pub const READ_ONLY_RESOURCE: &str = "read-only unit of work";
 
 const NO_REPLICA_PREFIX: &str = "sea-orm-replica: no eligible replica";
+const NO_PRIMARY_PREFIX: &str = "sea-orm-replica: no primary";
+const TIMEOUT_PREFIX: &str = "sea-orm-replica: timeout";
 const CONFIG_PREFIX: &str = "invalid configuration: ";
 
 /// Everything `sea-orm-replica` can fail with.
@@ -72,6 +74,25 @@ pub enum ReplicaError {
         reason: String,
     },
 
+    /// No primary is reachable: read-write units fail at once, without waiting on a node known
+    /// to be down (read-only units keep running on the replicas).
+    #[error("no primary available for a read-write unit of work: {reason}")]
+    NoPrimary {
+        /// Why: which node was the primary and what its last failure was, or why no node
+        /// qualifies.
+        reason: String,
+    },
+
+    /// A node did not answer within the client-side bound (the statement timeout plus a
+    /// grace, or the acquire timeout). The node is taken out of routing.
+    #[error("node `{node}` did not answer within {after:?}")]
+    Timeout {
+        /// Name of the node.
+        node: String,
+        /// How long the caller waited.
+        after: Duration,
+    },
+
     /// Migrations were aimed at a node that the server itself reports to be a replica.
     #[error("migrations must run on the primary, but node `{node}` reports that it is a replica (read-only / in recovery)")]
     MigrationOnReplica {
@@ -126,10 +147,38 @@ impl ReplicaError {
                         .to_owned(),
                 }
             }
+            DbErr::Conn(RuntimeErr::Internal(msg)) if msg.starts_with(NO_PRIMARY_PREFIX) => {
+                ReplicaError::NoPrimary {
+                    reason: msg
+                        .trim_start_matches(NO_PRIMARY_PREFIX)
+                        .trim_start_matches(": ")
+                        .to_owned(),
+                }
+            }
+            DbErr::Conn(RuntimeErr::Internal(msg)) if msg.starts_with(TIMEOUT_PREFIX) => {
+                match parse_timeout(&msg[TIMEOUT_PREFIX.len()..]) {
+                    Some((node, after)) => ReplicaError::Timeout { node, after },
+                    None => ReplicaError::Db(DbErr::Conn(RuntimeErr::Internal(msg))),
+                }
+            }
             DbErr::Custom(msg) if msg.starts_with(CONFIG_PREFIX) => {
                 ReplicaError::Config(msg.trim_start_matches(CONFIG_PREFIX).to_owned())
             }
             other => ReplicaError::Db(other),
+        }
+    }
+
+    /// True when the error says a node failed (connection lost or refused, no answer in
+    /// time) rather than the statement: what makes a read-only unit move to another node, and
+    /// what takes a node out of routing. Routing refusals ([`NoPrimary`](Self::NoPrimary),
+    /// [`NoReplicaAvailable`](Self::NoReplicaAvailable)) are not.
+    pub fn is_connection_level(err: &DbErr) -> bool {
+        match err {
+            DbErr::Conn(RuntimeErr::Internal(msg)) => {
+                !(msg.starts_with(NO_PRIMARY_PREFIX) || msg.starts_with(NO_REPLICA_PREFIX))
+            }
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+            _ => false,
         }
     }
 
@@ -155,10 +204,29 @@ impl From<ReplicaError> for DbErr {
             ReplicaError::NoReplicaAvailable { reason } => DbErr::Conn(RuntimeErr::Internal(
                 format!("{NO_REPLICA_PREFIX}: {reason}"),
             )),
+            ReplicaError::NoPrimary { reason } => DbErr::Conn(RuntimeErr::Internal(format!(
+                "{NO_PRIMARY_PREFIX}: {reason}"
+            ))),
+            ReplicaError::Timeout { node, after } => DbErr::Conn(RuntimeErr::Internal(format!(
+                "{TIMEOUT_PREFIX}: node `{node}` did not answer within {}ms",
+                after.as_millis()
+            ))),
             ReplicaError::Db(err) => err,
             other => DbErr::Custom(other.to_string()),
         }
     }
+}
+
+/// Reads ": node `NAME` did not answer within Nms" back.
+fn parse_timeout(rest: &str) -> Option<(String, Duration)> {
+    let rest = rest.strip_prefix(": node `")?;
+    let (node, rest) = rest.split_once('`')?;
+    let ms = rest
+        .strip_prefix(" did not answer within ")?
+        .strip_suffix("ms")?
+        .parse()
+        .ok()?;
+    Some((node.to_owned(), Duration::from_millis(ms)))
 }
 
 #[cfg(test)]
@@ -181,6 +249,23 @@ mod tests {
         .into();
         assert!(db.to_string().contains("read-only unit of work"));
         assert!(ReplicaError::from_db_err(db).is_write_in_read_only());
+        for typed in [
+            ReplicaError::NoPrimary {
+                reason: "primary `a` is down".into(),
+            },
+            ReplicaError::Timeout {
+                node: "r1".into(),
+                after: Duration::from_millis(1250),
+            },
+        ] {
+            let text = typed.to_string();
+            let db: DbErr = typed.into();
+            assert_eq!(ReplicaError::from_db_err(db.clone()).to_string(), text);
+            assert_eq!(
+                ReplicaError::is_connection_level(&db),
+                text.contains("did not answer")
+            );
+        }
         assert!(matches!(
             ReplicaError::from_db_err(DbErr::RecordNotFound("x".into())),
             ReplicaError::Db(DbErr::RecordNotFound(_))

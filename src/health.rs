@@ -1,40 +1,61 @@
-//! Node health: a background monitor that measures each replica's lag and replay position.
+//! Node health: the background monitor.
 //!
 //! One task per handle, started by the builder for PostgreSQL and MariaDB (SQLite's reader
-//! shares the writer's file and never lags). It holds only a weak reference to the handle and
-//! stops once the handle is dropped.
+//! shares the writer's file and never lags). Every `interval` it checks every node at once,
+//! each check bounded by `check_timeout`, so a node that hangs cannot hold up the others:
+//!
+//! - reachable or not: a failed or timed-out check takes the node down (its circuit opens);
+//!   a down node is checked again after its back-off, and re-admitted when it answers;
+//! - its role and term, as the server reports them (`pg_is_in_recovery()` and the WAL
+//!   timeline; `@@read_only`), from which the router elects the primary
+//!   ([`Router::elect`]): after a promotion, read-write units follow without a restart;
+//! - its replay position and lag (bounded staleness, causal reads).
+//!
+//! The task holds only a weak reference to the handle and stops once the handle is dropped.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
+use crate::node::Node;
 use crate::policy::Router;
 
-/// How often the monitor measures the replicas unless told otherwise.
+/// How often the monitor checks the nodes unless told otherwise.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Measures every replica once: lag and replay position. Errors take the node out of
-/// routing (passive health) and leave its lag unknown.
-pub(crate) async fn measure_replicas(router: &Router) {
-    for node in &router.replicas {
-        let dialect = node.dialect();
-        let lag = dialect.replica_lag(node.connection()).await;
-        let position = dialect.replay_position(node.connection()).await;
-        match (lag, position) {
-            (Ok(lag), Ok(position)) => {
-                node.set_lag(lag);
-                node.observe_position(&position);
-            }
-            (Err(err), _) | (_, Err(err)) => {
-                node.set_lag(None);
-                node.observe_error(&err);
-            }
-        }
+/// How long one check may take before the node counts as down, unless told otherwise.
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks one node: records what it reports and re-admits it, or takes it down.
+async fn check(node: &Node, timeout: Duration) {
+    let probe = node.dialect().probe(node.connection());
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(Ok(probe)) => node.record_probe(&probe),
+        Ok(Err(err)) => node.mark_down(&format!("health check failed: {err}")),
+        Err(_) => node.mark_down(&format!("health check timed out after {timeout:?}")),
     }
 }
 
+/// One round: checks every node that is due, all at once, then elects the primary.
+pub(crate) async fn check_nodes(router: &Router, timeout: Duration) {
+    join_all(
+        router
+            .nodes()
+            .filter(|n| n.due_for_check())
+            .map(|n| check(n, timeout)),
+    )
+    .await;
+    router.elect();
+}
+
 /// Spawns the monitor for `owner`'s router; it ends when `owner` is dropped.
-pub(crate) fn spawn_monitor<T, F>(owner: Weak<T>, interval: Duration, router_of: F)
-where
+pub(crate) fn spawn_monitor<T, F>(
+    owner: Weak<T>,
+    interval: Duration,
+    timeout: Duration,
+    router_of: F,
+) where
     T: Send + Sync + 'static,
     F: Fn(&T) -> &Router + Send + 'static,
 {
@@ -47,7 +68,7 @@ where
                 tracing::debug!("handle dropped: monitor stops");
                 return;
             };
-            measure_replicas(router_of(&owner)).await;
+            check_nodes(router_of(&owner), timeout).await;
         }
     });
 }

@@ -28,9 +28,10 @@
 //! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
 //! | [`access`] | read-only / read-write as types; [`Writable`] |
 //! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
-//! | [`policy`] | routing policy: which node, and why ([`RouteReason`]) |
-//! | [`node`] | a node: pool, role, passive health, measured lag |
-//! | [`health`] | node health: the background lag monitor |
+//! | [`policy`] | routing policy: which node and why ([`RouteReason`]); balancers; primary election |
+//! | [`node`] | a node: pool, configured and reported role, circuit breaker, lag, units in flight |
+//! | [`health`] | node health: the background monitor (reachability, role, lag) |
+//! | [`status`] | the status view: every node at a glance |
 //! | [`scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
 //! | [`statement_kind`] | is a statement a read or a write |
 //! | `request_routing` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
@@ -60,6 +61,7 @@ pub mod request_routing;
 pub mod scope;
 pub mod statement_kind;
 pub mod stats;
+pub mod status;
 pub mod unit;
 
 pub use access::{Access, ReadOnly, ReadWrite, Writable};
@@ -68,9 +70,12 @@ pub use consistency::{CausalToken, Consistency, Position};
 pub use database::{ReplicatedDatabase, ReplicatedDatabaseBuilder};
 pub use error::ReplicaError;
 pub use migrate::{MigrateOptions, MigrationReport};
-pub use node::{Node, Role};
-pub use policy::{Balancer, RoundRobin, Route, RouteReason};
+pub use node::{Node, Probe, Role, ServerRole};
+pub use policy::{
+    Balancer, Balancing, LeastInFlight, LowestLag, Random, RoundRobin, Route, RouteReason, Weighted,
+};
 pub use repository::{Page, Repository};
 pub use scope::{in_read_only_scope, read_only_scope, CausalScope};
 pub use stats::{NodeStats, StatsSnapshot};
+pub use status::{NodeStatus, Status};
 pub use unit::{UnitOfWork, UnitOptions};

@@ -1,7 +1,14 @@
-//! A database node: its pool, its role, its counters and whether it is currently usable.
+//! A database node: its pool, its configured and observed role, its health (a circuit
+//! breaker), its replication lag and position, and the units in flight on it.
+//!
+//! Health works like a circuit breaker. A connection-level failure (passive: any unit's error;
+//! active: the monitor's check) opens it at once: the node is left out of routing. It is
+//! re-admitted only when a check answers again. Checks of a down node back off exponentially
+//! (`backoff_initial`, doubling up to `backoff_max`). Without a monitor (SQLite), the first
+//! unit after the back-off is the check (half-open).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sea_orm::{DatabaseConnection, DbErr};
@@ -11,7 +18,7 @@ use crate::backend::Dialect;
 use crate::consistency::Position;
 use crate::stats::NodeCounters;
 
-/// The role a node was configured with.
+/// The role a node was configured with, or reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
@@ -37,6 +44,74 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// What a node's server says it is, as the monitor last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRole {
+    /// Not asked yet, or not reachable since it was configured (SQLite is never asked).
+    Unknown,
+    /// Takes writes: PostgreSQL not in recovery, MariaDB `read_only = 0`.
+    Primary,
+    /// A replica: PostgreSQL in recovery, MariaDB `read_only = 1`.
+    Replica,
+}
+
+impl ServerRole {
+    /// `"unknown"`, `"primary"` or `"replica"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Unknown => "unknown",
+            ServerRole::Primary => "primary",
+            ServerRole::Replica => "replica",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ServerRole::Primary,
+            2 => ServerRole::Replica,
+            _ => ServerRole::Unknown,
+        }
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            ServerRole::Unknown => 0,
+            ServerRole::Primary => 1,
+            ServerRole::Replica => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one health check of a node found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What the server says it is.
+    pub role: ServerRole,
+    /// The primary's term: the WAL timeline on PostgreSQL (a promotion starts a new one); 0
+    /// where there is none. A primary with a lower term than one already seen is stale.
+    pub term: u64,
+    /// How far the node has replayed (a replica) or written (a primary).
+    pub position: Position,
+    /// Replication lag; `None` when unknown (or not a replica).
+    pub lag: Option<Duration>,
+}
+
+/// Circuit-breaker settings of every node of a handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Breaker {
+    /// The first back-off after a failure.
+    pub initial: Duration,
+    /// The longest back-off.
+    pub max: Duration,
+}
+
 /// One node of a [`ReplicatedDatabase`](crate::ReplicatedDatabase).
 #[derive(Debug)]
 pub struct Node {
@@ -44,10 +119,28 @@ pub struct Node {
     role: Role,
     redacted_url: String,
     conn: DatabaseConnection,
+    weight: u32,
+    /// Client-side bound on one statement (the server-side `statement_timeout` plus a grace),
+    /// so a node that stops answering cannot hold a caller.
+    statement_bound: Option<Duration>,
     pub(crate) counters: NodeCounters,
-    /// Milliseconds since `epoch` before which the node is skipped (passive health).
-    down_until_ms: AtomicU64,
     epoch: Instant,
+    breaker: Breaker,
+    /// True while the circuit is open (the node failed and has not answered a check since).
+    down: AtomicBool,
+    /// Consecutive failures; sets the back-off.
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` when the node may next be checked (or tried, unmonitored).
+    retry_at_ms: AtomicU64,
+    /// Milliseconds since `epoch` when the node went down.
+    down_since_ms: AtomicU64,
+    /// True when a background monitor re-admits the node (otherwise: half-open after back-off).
+    monitored: AtomicBool,
+    last_error: Mutex<Option<String>>,
+    observed: AtomicU8,
+    term: AtomicU64,
+    /// Units currently routed here and not finished.
+    in_flight: AtomicUsize,
     /// The highest replay position this node is known to have reached. Replay only moves
     /// forward, so an old reading is a safe lower bound.
     replayed: RwLock<Position>,
@@ -57,24 +150,51 @@ pub struct Node {
 
 const LAG_UNKNOWN: u64 = u64::MAX;
 
-/// How long a node that failed at the connection level is left out of routing.
-pub(crate) const PASSIVE_COOLDOWN: Duration = Duration::from_secs(1);
+/// The default circuit breaker: first re-check after 500 ms, then doubling up to 10 s.
+pub(crate) const DEFAULT_BREAKER: Breaker = Breaker {
+    initial: Duration::from_millis(500),
+    max: Duration::from_secs(10),
+};
+
+/// How much longer than the server-side statement timeout the client waits for an answer.
+const STATEMENT_GRACE: Duration = Duration::from_millis(250);
+
+/// Parameters of a new node.
+pub(crate) struct NodeParts {
+    pub name: String,
+    pub role: Role,
+    pub redacted_url: String,
+    pub conn: DatabaseConnection,
+    pub weight: u32,
+    pub statement_timeout: Option<Duration>,
+    pub breaker: Breaker,
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
+}
 
 impl Node {
-    pub(crate) fn new(
-        name: String,
-        role: Role,
-        redacted_url: String,
-        conn: DatabaseConnection,
-    ) -> Self {
+    pub(crate) fn new(parts: NodeParts) -> Self {
         Node {
-            name,
-            role,
-            redacted_url,
-            conn,
+            name: parts.name,
+            role: parts.role,
+            redacted_url: parts.redacted_url,
+            conn: parts.conn,
+            weight: parts.weight.max(1),
+            statement_bound: parts.statement_timeout.map(|t| t + STATEMENT_GRACE),
             counters: NodeCounters::default(),
-            down_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            breaker: parts.breaker,
+            down: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            retry_at_ms: AtomicU64::new(0),
+            down_since_ms: AtomicU64::new(0),
+            monitored: AtomicBool::new(false),
+            last_error: Mutex::new(None),
+            observed: AtomicU8::new(ServerRole::Unknown.to_u8()),
+            term: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
             replayed: RwLock::new(Position::None),
             lag_ms: AtomicU64::new(LAG_UNKNOWN),
         }
@@ -85,14 +205,34 @@ impl Node {
         &self.name
     }
 
-    /// The node's configured role.
+    /// The role the node was configured with. What it is now: [`server_role`](Self::server_role).
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    /// What the server said it is at the last check.
+    pub fn server_role(&self) -> ServerRole {
+        ServerRole::from_u8(self.observed.load(Ordering::Relaxed))
+    }
+
+    /// The term the server reported at the last check (PostgreSQL: WAL timeline of a primary).
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
     }
 
     /// The node's URL with any password redacted.
     pub fn url(&self) -> &str {
         &self.redacted_url
+    }
+
+    /// The node's weight for [`Weighted`](crate::policy::Weighted) balancing (default 1).
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Units routed to this node that have not finished yet.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// The node's SeaORM connection pool. Statements run here bypass routing and stats.
@@ -105,13 +245,116 @@ impl Node {
         Dialect(self.conn.get_database_backend())
     }
 
-    /// False while the node is left out after a connection-level failure.
-    pub fn is_available(&self) -> bool {
-        self.elapsed_ms() >= self.down_until_ms.load(Ordering::Relaxed)
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2)
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    /// True when routing may use the node: its circuit is closed, or (with no monitor to
+    /// re-admit it) its back-off has passed and the next unit is the trial.
+    pub fn is_available(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+            || (!self.monitored.load(Ordering::Relaxed)
+                && self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed))
+    }
+
+    /// True while the node is down (its circuit open), whether or not a trial is due.
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    /// How long the node has been down; `None` while it is up.
+    pub fn down_for(&self) -> Option<Duration> {
+        self.is_down().then(|| {
+            Duration::from_millis(
+                self.now_ms()
+                    .saturating_sub(self.down_since_ms.load(Ordering::Relaxed)),
+            )
+        })
+    }
+
+    /// The last failure seen on the node (connection error, failed or timed-out check).
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True when the monitor should check the node now: always while up, and after the
+    /// back-off while down.
+    pub(crate) fn due_for_check(&self) -> bool {
+        !self.is_down() || self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_monitored(&self) {
+        self.monitored.store(true, Ordering::Relaxed);
+    }
+
+    /// Opens the circuit: the node is left out until a check answers (or, unmonitored, until
+    /// its back-off passes). Each consecutive failure doubles the back-off.
+    pub(crate) fn mark_down(&self, why: &str) {
+        let failures = self
+            .failures
+            .fetch_add(1, Ordering::Relaxed)
+            .saturating_add(1);
+        let backoff = self
+            .breaker
+            .initial
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(self.breaker.max);
+        let now = self.now_ms();
+        self.retry_at_ms.store(now + ms(backoff), Ordering::Relaxed);
+        if !self.down.swap(true, Ordering::Relaxed) {
+            self.down_since_ms.store(now, Ordering::Relaxed);
+            tracing::warn!(node = %self.name, reason = why, "node down; next check in {backoff:?}");
+        }
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
+        self.set_lag(None);
+    }
+
+    /// Closes the circuit after a successful check or trial.
+    pub(crate) fn mark_up(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        if self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!(node = %self.name, "node answers again: back in routing");
+        }
+    }
+
+    /// Records what a health check found, and re-admits the node.
+    pub(crate) fn record_probe(&self, probe: &Probe) {
+        self.observed.store(probe.role.to_u8(), Ordering::Relaxed);
+        self.term.store(probe.term, Ordering::Relaxed);
+        self.set_lag(probe.lag);
+        if probe.role == ServerRole::Replica {
+            self.observe_position(&probe.position);
+        }
+        self.mark_up();
+    }
+
+    /// Runs `fut` (one statement or transaction step on this node) within the node's
+    /// client-side statement bound; past it, the node is taken down and the caller gets a
+    /// connection-level error instead of waiting on a server that does not answer.
+    pub(crate) async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = Result<T, DbErr>>,
+    ) -> Result<T, DbErr> {
+        let result = match self.statement_bound {
+            Some(bound) => match tokio::time::timeout(bound, fut).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::ReplicaError::Timeout {
+                    node: self.name.clone(),
+                    after: bound,
+                }
+                .into()),
+            },
+            None => fut.await,
+        };
+        match &result {
+            Err(err) => self.observe_error(err),
+            Ok(_) if !self.monitored.load(Ordering::Relaxed) && self.is_down() => self.mark_up(),
+            Ok(_) => {}
+        }
+        result
     }
 
     /// Replication lag as last measured by the monitor; `None` while unknown.
@@ -156,13 +399,26 @@ impl Node {
         *known = known.merge(seen);
     }
 
-    /// Looks at an error from this node; a connection-level one takes the node out of routing
-    /// for a short cool-down.
+    /// Looks at an error from this node; a connection-level one opens its circuit.
     pub(crate) fn observe_error(&self, err: &DbErr) {
-        if matches!(err, DbErr::Conn(_) | DbErr::ConnectionAcquire(_)) {
-            let until = self.elapsed_ms() + PASSIVE_COOLDOWN.as_millis() as u64;
-            self.down_until_ms.store(until, Ordering::Relaxed);
-            tracing::warn!(node = %self.name, error = %err, "node failed at the connection level; left out for {:?}", PASSIVE_COOLDOWN);
+        if crate::ReplicaError::is_connection_level(err) {
+            self.mark_down(&err.to_string());
         }
+    }
+
+    /// Counts a unit in flight here until the guard drops.
+    pub(crate) fn enter(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+}
+
+/// A unit in flight on a node; dropping it ends the unit there.
+#[derive(Debug)]
+pub(crate) struct InFlight(std::sync::Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -23,7 +23,8 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::Stream;
@@ -38,6 +39,7 @@ use tracing::{field::Empty, Instrument, Span};
 use crate::access::{Access, ReadWrite};
 use crate::causal_commit::OwnTxn;
 use crate::consistency::{route_read, CausalToken, Consistency};
+use crate::node::InFlight;
 use crate::policy::{Route, RouteReason};
 use crate::scope::{note_write, read_consistency, record_write, wants_tokens};
 use crate::statement_kind::{classify, StatementKind};
@@ -124,10 +126,46 @@ impl UnitOptions {
     }
 }
 
+/// At most this many nodes serve one read-only unit (the first included).
+pub(crate) const MAX_READ_ATTEMPTS: u32 = 8;
+
+/// The node of a statement-level read-only unit, and the nodes it moved to when one failed
+/// before returning anything (append-only, so a route can be lent out while it moves on).
+struct PoolRoutes {
+    first: Route,
+    /// Allocated at the first move only.
+    moved: OnceLock<Box<[OnceLock<Route>; (MAX_READ_ATTEMPTS - 1) as usize]>>,
+}
+
+impl PoolRoutes {
+    fn new(first: Route) -> Self {
+        PoolRoutes {
+            first,
+            moved: OnceLock::new(),
+        }
+    }
+
+    fn current(&self) -> &Route {
+        self.moved
+            .get()
+            .and_then(|moved| moved.iter().rev().find_map(OnceLock::get))
+            .unwrap_or(&self.first)
+    }
+
+    /// Moves to `route`; false when every slot is taken.
+    fn move_to(&self, route: Route) -> bool {
+        let moved = self.moved.get_or_init(Default::default);
+        match moved.iter().find(|slot| slot.get().is_none()) {
+            Some(slot) => slot.set(route).is_ok(),
+            None => false,
+        }
+    }
+}
+
 /// Where a unit's statements run once it has started.
 enum Active {
     /// Each statement on the node's pool (read-only units with statement-level consistency).
-    Pool(Route),
+    Pool(PoolRoutes),
     /// One transaction (or savepoint) on the node.
     Txn(Route, DatabaseTransaction),
     /// A read-write transaction on a connection the unit holds, whose commit carries the
@@ -139,7 +177,8 @@ enum Active {
 impl Active {
     fn route(&self) -> &Route {
         match self {
-            Active::Pool(route) | Active::Txn(route, _) | Active::Own(route, ..) => route,
+            Active::Pool(routes) => routes.current(),
+            Active::Txn(route, _) | Active::Own(route, ..) => route,
         }
     }
 }
@@ -188,6 +227,12 @@ pub struct UnitOfWork<A: Access> {
     /// records a causal token.
     nested: bool,
     state: OnceCell<Active>,
+    /// The unit counted in flight on its node.
+    flight: Mutex<Option<InFlight>>,
+    /// True once a statement has returned a result: from then on the unit stays on its node.
+    delivered: AtomicBool,
+    /// True once a statement failed because its node did (the closure form reruns then).
+    node_failed: AtomicBool,
     span: Span,
     opened: Instant,
     _access: PhantomData<A>,
@@ -233,6 +278,9 @@ impl<A: Access> UnitOfWork<A> {
             nested: pinned.is_some(),
             pinned,
             state: OnceCell::new(),
+            flight: Mutex::new(None),
+            delivered: AtomicBool::new(false),
+            node_failed: AtomicBool::new(false),
             span,
             opened: Instant::now(),
             _access: PhantomData,
@@ -287,17 +335,13 @@ impl<A: Access> UnitOfWork<A> {
     async fn commit_only(self) -> Result<(), DbErr> {
         let span = self.span.clone();
         match self.state.into_inner() {
-            Some(Active::Txn(route, txn)) => txn
-                .commit()
-                .instrument(span)
-                .await
-                .inspect_err(|e| route.node.observe_error(e)),
+            Some(Active::Txn(route, txn)) => {
+                route.node.bounded(txn.commit()).instrument(span).await
+            }
             Some(Active::Own(_, _, Some(savepoint))) => savepoint.end(true).instrument(span).await,
-            Some(Active::Own(route, txn, None)) => txn
-                .commit()
-                .instrument(span)
-                .await
-                .inspect_err(|e| route.node.observe_error(e)),
+            Some(Active::Own(route, txn, None)) => {
+                route.node.bounded(txn.commit()).instrument(span).await
+            }
             _ => Ok(()),
         }
     }
@@ -329,6 +373,9 @@ impl<A: Access> UnitOfWork<A> {
     fn record_route(&self, route: &Route, started: Instant) {
         let node = &route.node;
         NodeCounters::bump(&node.counters.units);
+        if !self.nested {
+            *self.flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.enter());
+        }
         if matches!(
             route.reason,
             RouteReason::Fallback | RouteReason::NotReplayed
@@ -347,62 +394,119 @@ impl<A: Access> UnitOfWork<A> {
         );
     }
 
-    /// The unit's connection: routes and, where needed, begins on the first call.
+    /// The unit's connection: routes and, where needed, begins on the first call. A read-only
+    /// unit whose `BEGIN` fails at the connection level routes again (the failed node is out).
     async fn active(&self) -> Result<&Active, DbErr> {
         self.state
             .get_or_try_init(|| async {
                 let started = Instant::now();
-                let router = self.db.router();
-                let route = match &self.pinned {
-                    Some(route) => route.clone(),
-                    None if A::READ_ONLY => {
-                        let wait = self.options.max_wait.unwrap_or(router.causal_wait);
-                        route_read(router, &self.options.consistency, wait).await?
+                let mut attempt = 1;
+                loop {
+                    match self.start(started).await {
+                        Err(err) if self.may_retry(attempt) && ReplicaError::is_connection_level(&err) => {
+                            tracing::warn!(parent: &self.span, error = %err, "read-only unit: node failed at begin; routing again");
+                            attempt += 1;
+                        }
+                        other => return other,
                     }
-                    None => router.route(false)?,
-                };
-                let in_txn = !A::READ_ONLY
-                    || self.options.isolation.is_some()
-                    || route.reason.is_read_only_on_primary();
-                let sync_sql = match (A::READ_ONLY, self.options.synchronous_visibility) {
-                    (false, true) => route
-                        .node
-                        .dialect()
-                        .synchronous_visibility_sql()
-                        .map_err(|why| DbErr::from(ReplicaError::Config(why.into())))?,
-                    _ => None,
-                };
-                let own = !A::READ_ONLY
-                    && (self.options.causal || wants_tokens() || sync_sql.is_some())
-                    && OwnTxn::supports(route.node.dialect().0);
-                let active = if own {
-                    let node = &route.node;
-                    NodeCounters::bump(&node.counters.acquisitions);
-                    let txn = OwnTxn::begin(node.connection(), self.options.isolation, sync_sql)
-                        .await
-                        .inspect_err(|e| node.observe_error(e))?;
-                    Active::Own(route, Arc::new(txn), None)
-                } else if in_txn {
-                    let node = &route.node;
-                    NodeCounters::bump(&node.counters.acquisitions);
-                    let options = node
-                        .dialect()
-                        .transaction_options(A::READ_ONLY, self.options.isolation);
-                    let txn = node
-                        .connection()
-                        .begin_with_options(options)
-                        .await
-                        .inspect_err(|e| node.observe_error(e))?;
-                    Active::Txn(route, txn)
-                } else {
-                    Active::Pool(route)
-                };
-                self.record_route(active.route(), started);
-                tracing::debug!(parent: &self.span, "unit started");
-                Ok(active)
+                }
             })
             .instrument(self.span.clone())
             .await
+    }
+
+    /// Routes and, where needed, begins.
+    async fn start(&self, started: Instant) -> Result<Active, DbErr> {
+        let router = self.db.router();
+        let route = match &self.pinned {
+            Some(route) => route.clone(),
+            None if A::READ_ONLY => self.route_read().await?,
+            None => router.route(false)?,
+        };
+        let in_txn = !A::READ_ONLY
+            || self.options.isolation.is_some()
+            || route.reason.is_read_only_on_primary();
+        let sync_sql = match (A::READ_ONLY, self.options.synchronous_visibility) {
+            (false, true) => route
+                .node
+                .dialect()
+                .synchronous_visibility_sql()
+                .map_err(|why| DbErr::from(ReplicaError::Config(why.into())))?,
+            _ => None,
+        };
+        let own = !A::READ_ONLY
+            && (self.options.causal || wants_tokens() || sync_sql.is_some())
+            && OwnTxn::supports(route.node.dialect().0);
+        let active = if own {
+            let node = &route.node;
+            NodeCounters::bump(&node.counters.acquisitions);
+            let txn = node
+                .bounded(OwnTxn::begin(
+                    node.connection(),
+                    self.options.isolation,
+                    sync_sql,
+                ))
+                .await?;
+            Active::Own(route, Arc::new(txn), None)
+        } else if in_txn {
+            let node = &route.node;
+            NodeCounters::bump(&node.counters.acquisitions);
+            let options = node
+                .dialect()
+                .transaction_options(A::READ_ONLY, self.options.isolation);
+            let txn = node
+                .bounded(node.connection().begin_with_options(options))
+                .await?;
+            Active::Txn(route, txn)
+        } else {
+            Active::Pool(PoolRoutes::new(route))
+        };
+        self.record_route(active.route(), started);
+        tracing::debug!(parent: &self.span, "unit started");
+        Ok(active)
+    }
+
+    async fn route_read(&self) -> Result<Route, ReplicaError> {
+        let router = self.db.router();
+        let wait = self.options.max_wait.unwrap_or(router.causal_wait);
+        route_read(router, &self.options.consistency, wait).await
+    }
+
+    /// True when a failure on attempt `attempt` may move this unit to another node: a
+    /// read-only unit that is not nested, has returned nothing yet, and is within the
+    /// handle's attempts and time budget.
+    fn may_retry(&self, attempt: u32) -> bool {
+        let retry = self.db.read_retry();
+        A::READ_ONLY
+            && !self.nested
+            && !self.delivered.load(Ordering::Relaxed)
+            && attempt < retry.attempts.min(MAX_READ_ATTEMPTS)
+            && self.opened.elapsed() < retry.budget
+    }
+
+    /// After the first statement of a statement-level read-only unit failed with its node:
+    /// routes again (the failed node is out now) and moves the unit there. Only to another
+    /// replica: a unit that would fall back to the primary needs a `READ ONLY` transaction,
+    /// which a started unit cannot open, so it gives up (the closure form then reruns on the
+    /// primary).
+    async fn move_on(&self, routes: &PoolRoutes, err: DbErr) -> Result<(), DbErr> {
+        let from = routes.current().node.name().to_owned();
+        let route = match self.route_read().await {
+            Ok(route) if !route.reason.is_read_only_on_primary() => route,
+            _ => return Err(err),
+        };
+        tracing::warn!(parent: &self.span, error = %err, from, to = route.node.name(), "read-only unit: node failed before returning anything; moving on");
+        self.record_route(&route, Instant::now());
+        if routes.move_to(route) {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    }
+
+    /// True when a statement of this unit failed because its node did.
+    pub(crate) fn saw_node_failure(&self) -> bool {
+        self.node_failed.load(Ordering::Relaxed)
     }
 
     /// Opens a nested unit: a savepoint inside this unit's transaction, or, for a
@@ -421,9 +525,9 @@ impl<A: Access> UnitOfWork<A> {
                     Active::Txn(route, savepoint),
                 ))
             }
-            Active::Pool(route) => {
+            Active::Pool(routes) => {
                 let route = Route {
-                    node: route.node.clone(),
+                    node: routes.current().node.clone(),
                     reason: RouteReason::Inherited,
                 };
                 Ok(Self::open(self.db.clone(), options, Some(route)))
@@ -483,48 +587,80 @@ impl<A: Access> UnitOfWork<A> {
             // the position rides on the COMMIT: no extra round trip
             let txn = txn.clone();
             drop(self);
-            let position = txn
-                .commit_with_position()
+            let position = route
+                .node
+                .bounded(txn.commit_with_position())
                 .instrument(span)
-                .await
-                .inspect_err(|e| route.node.observe_error(e))?;
+                .await?;
             return Ok(CausalToken::new(position));
         }
         self.commit_only().await?;
         let node = &route.node;
         let position = node
-            .dialect()
-            .current_position(node.connection())
+            .bounded(node.dialect().current_position(node.connection()))
             .instrument(span)
-            .await
-            .inspect_err(|e| node.observe_error(e))?;
+            .await?;
         Ok(CausalToken::new(position))
     }
 }
 
-/// Runs one statement on whatever the unit is connected to.
+/// Runs one statement on whatever the unit is connected to, bounded by the node's statement
+/// timeout. `$input` (the statement) is cloned only while a failure could still move the unit
+/// to another node: the first statement of a statement-level read-only unit.
 macro_rules! on_active {
-    ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
+    ($self:ident, $sql:expr, $input:expr, |$c:ident, $i:ident| $call:expr) => {{
         $self.guard($sql)?;
-        let active = $self.active().await?;
-        let node = &active.route().node;
-        NodeCounters::bump(&node.counters.statements);
-        let result = match active {
-            Active::Pool(route) => {
-                NodeCounters::bump(&node.counters.acquisitions);
-                let $c = route.node.connection();
-                $call.instrument($self.span.clone()).await
+        let mut input = Some($input);
+        let mut attempt = 1;
+        loop {
+            let active = $self.active().await?;
+            let node = &active.route().node;
+            NodeCounters::bump(&node.counters.statements);
+            let routes = match active {
+                Active::Pool(routes) if $self.may_retry(attempt) => Some(routes),
+                _ => None,
+            };
+            let $i = match if routes.is_some() {
+                input.clone()
+            } else {
+                input.take()
+            } {
+                Some(input) => input,
+                None => break Err(DbErr::Custom("internal: statement already sent".into())),
+            };
+            let result = match active {
+                Active::Pool(_) => {
+                    NodeCounters::bump(&node.counters.acquisitions);
+                    let $c = node.connection();
+                    node.bounded($call).instrument($self.span.clone()).await
+                }
+                Active::Txn(_, txn) => {
+                    let $c = txn;
+                    node.bounded($call).instrument($self.span.clone()).await
+                }
+                Active::Own(_, txn, _) => {
+                    let $c = &**txn;
+                    node.bounded($call).instrument($self.span.clone()).await
+                }
+            };
+            match result {
+                Ok(value) => {
+                    $self.delivered.store(true, Ordering::Relaxed);
+                    break Ok(value);
+                }
+                Err(err) if ReplicaError::is_connection_level(&err) => {
+                    $self.node_failed.store(true, Ordering::Relaxed);
+                    match routes {
+                        Some(routes) => match $self.move_on(routes, err).await {
+                            Ok(()) => attempt += 1,
+                            Err(err) => break Err(err),
+                        },
+                        None => break Err(err),
+                    }
+                }
+                Err(err) => break Err(err),
             }
-            Active::Txn(_, txn) => {
-                let $c = txn;
-                $call.instrument($self.span.clone()).await
-            }
-            Active::Own(_, txn, _) => {
-                let $c = &**txn;
-                $call.instrument($self.span.clone()).await
-            }
-        };
-        result.inspect_err(|e| node.observe_error(e))
+        }
     }};
 }
 
@@ -535,19 +671,19 @@ impl<A: Access> ConnectionTrait for UnitOfWork<A> {
     }
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.execute_raw(stmt))
+        on_active!(self, &stmt.sql, stmt, |c, s| c.execute_raw(s))
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        on_active!(self, sql, |c| c.execute_unprepared(sql))
+        on_active!(self, sql, sql, |c, s| c.execute_unprepared(s))
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.query_one_raw(stmt))
+        on_active!(self, &stmt.sql, stmt, |c, s| c.query_one_raw(s))
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        on_active!(self, &stmt.sql, |c| c.query_all_raw(stmt))
+        on_active!(self, &stmt.sql, stmt, |c, s| c.query_all_raw(s))
     }
 }
 
@@ -566,10 +702,8 @@ impl<A: Access> StreamTrait for UnitOfWork<A> {
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            on_active!(self, &stmt.sql, |c| async move {
-                c.stream_raw(stmt)
-                    .await
-                    .map(|s| Box::pin(s) as UnitStream<'a>)
+            on_active!(self, &stmt.sql, stmt, |c, s| async move {
+                c.stream_raw(s).await.map(|s| Box::pin(s) as UnitStream<'a>)
             })
         })
     }

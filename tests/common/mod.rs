@@ -178,7 +178,7 @@ pub async fn migrate_once(db: &ReplicatedDatabase) {
 /// write that no client-side check can see. Created on the primary (and replicated, since the
 /// migration run after it waits for the replicas).
 async fn create_write_probe(db: &ReplicatedDatabase) {
-    let primary = db.primary().connection();
+    let primary = db.primary();
     let sql = match db.backend() {
         DbBackend::Postgres => {
             "CREATE OR REPLACE FUNCTION sor_write_probe() RETURNS int LANGUAGE sql AS \
@@ -195,6 +195,7 @@ async fn create_write_probe(db: &ReplicatedDatabase) {
         .await
         .expect("migrate the test schema");
     primary
+        .connection()
         .execute_unprepared(sql)
         .await
         .expect("create sor_write_probe()");
