@@ -183,5 +183,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     println!("\n== stats\n{}", db.stats());
+    println!(
+        "\n== status (what `cargo run --example status` prints)\n{}",
+        db.status()
+    );
     Ok(())
 }

@@ -25,6 +25,7 @@
 #                replica1     $SOR_PG_PORT_BASE+1   streaming, hot standby
 #                replica2     $SOR_PG_PORT_BASE+2   streaming, delayed by
 #                                                   $PG_LAG_DELAY (default 500ms)
+#                (standbys retry a lost primary every 1s: wal_retrieve_retry_interval)
 #   MariaDB    : primary      $SOR_MYSQL_PORT_BASE   (default 53306), binlog+GTID
 #                replica      $SOR_MYSQL_PORT_BASE+1 GTID replica, read_only=1
 #                (root@127.0.0.1 on the replica lacks SUPER/READ_ONLY ADMIN, so
@@ -72,6 +73,8 @@
 #             fails if the node is down or paused.
 #   pids      One pid per line, the postmaster / mariadbd first; no output
 #             (exit status 0) when the node is down.
+#   Every fault subcommand fails if the node's data directory does not exist
+#   (cluster not started). Messages go to stderr; only `pids` prints to stdout.
 #   `stop` works in any of these states: it resumes paused processes, stops
 #   running nodes (fast, then immediate, then SIGKILL), kills orphaned
 #   processes, frees SysV shared memory left by a killed postmaster and then

@@ -24,8 +24,11 @@ trap 'step "stopping the test clusters"; scripts/cluster.sh stop all || true' EX
 source "${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}/env"
 # every integration test must find its cluster: none may skip
 export SOR_REQUIRE_CLUSTER=1
+# the fault-injection tests (tests/faults.rs) start clusters of their own and run a load
+# for SOR_FAULT_SECS (default 10) around each fault
+export SOR_FAULT_TESTS=1
 
-step "tests (unit, doc, integration on SQLite, PostgreSQL and MariaDB)"
+step "tests (unit, doc, integration on SQLite, PostgreSQL and MariaDB, fault injection)"
 cargo test --workspace --all-features
 
 step "the tour on SQLite"

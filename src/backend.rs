@@ -215,6 +215,15 @@ impl Dialect {
         }
     }
 
+    /// True for a SQLSTATE that says the server or the connection is going away, not that the
+    /// statement failed: class `08` (connection exception; MySQL/MariaDB `08S01` for a lost
+    /// connection or a server shutting down), and PostgreSQL's `57P01` admin shutdown, `57P02`
+    /// crash shutdown (e.g. "terminating connection due to unexpected postmaster exit") and
+    /// `57P03` cannot connect now (starting up, in recovery mode).
+    pub fn is_node_failure_state(sqlstate: &str) -> bool {
+        sqlstate.starts_with("08") || matches!(sqlstate, "57P01" | "57P02" | "57P03")
+    }
+
     /// One health check: the server's role, its term, its position and (for a replica) its
     /// lag. PostgreSQL answers in one statement; MariaDB in two (the second, `SHOW SLAVE
     /// STATUS`, only on a replica); SQLite is not asked.

@@ -172,12 +172,31 @@ impl ReplicaError {
     /// time) rather than the statement: what makes a read-only unit move to another node, and
     /// what takes a node out of routing. Routing refusals ([`NoPrimary`](Self::NoPrimary),
     /// [`NoReplicaAvailable`](Self::NoReplicaAvailable)) are not.
+    ///
+    /// Besides connection and acquire errors, a statement error counts when the driver lost
+    /// the connection (I/O, TLS, protocol) or the server says it is going away (the SQLSTATEs
+    /// in [`Dialect::is_node_failure_state`](crate::backend::Dialect::is_node_failure_state)).
     pub fn is_connection_level(err: &DbErr) -> bool {
+        use sea_orm::sqlx::Error as Sqlx;
         match err {
             DbErr::Conn(RuntimeErr::Internal(msg)) => {
                 !(msg.starts_with(NO_PRIMARY_PREFIX) || msg.starts_with(NO_REPLICA_PREFIX))
             }
             DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+            DbErr::Query(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+                match &**e {
+                    Sqlx::Io(_)
+                    | Sqlx::Tls(_)
+                    | Sqlx::Protocol(_)
+                    | Sqlx::PoolTimedOut
+                    | Sqlx::PoolClosed
+                    | Sqlx::WorkerCrashed => true,
+                    Sqlx::Database(db) => db.code().is_some_and(|state| {
+                        crate::backend::Dialect::is_node_failure_state(&state)
+                    }),
+                    _ => false,
+                }
+            }
             _ => false,
         }
     }

@@ -141,6 +141,8 @@ pub struct Node {
     term: AtomicU64,
     /// Units currently routed here and not finished.
     in_flight: AtomicUsize,
+    /// Health checks that answered.
+    checks: AtomicU64,
     /// The highest replay position this node is known to have reached. Replay only moves
     /// forward, so an old reading is a safe lower bound.
     replayed: RwLock<Position>,
@@ -195,6 +197,7 @@ impl Node {
             observed: AtomicU8::new(ServerRole::Unknown.to_u8()),
             term: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            checks: AtomicU64::new(0),
             replayed: RwLock::new(Position::None),
             lag_ms: AtomicU64::new(LAG_UNKNOWN),
         }
@@ -320,8 +323,14 @@ impl Node {
         }
     }
 
+    /// How many health checks of this node have answered (the monitor's heartbeat).
+    pub fn checks(&self) -> u64 {
+        self.checks.load(Ordering::Relaxed)
+    }
+
     /// Records what a health check found, and re-admits the node.
     pub(crate) fn record_probe(&self, probe: &Probe) {
+        self.checks.fetch_add(1, Ordering::Relaxed);
         self.observed.store(probe.role.to_u8(), Ordering::Relaxed);
         self.term.store(probe.term, Ordering::Relaxed);
         self.set_lag(probe.lag);

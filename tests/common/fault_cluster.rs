@@ -67,8 +67,13 @@ impl FaultCluster {
                 n,
                 port_base
             ));
-            let out = script(&dir, port_base, &["start", "pg"], &[("PG_LAG_DELAY", lag_delay)])
-                .map_err(|e| format!("cannot run {SCRIPT}: {e}"))?;
+            let out = script(
+                &dir,
+                port_base,
+                &["start", "pg"],
+                &[("PG_LAG_DELAY", lag_delay)],
+            )
+            .map_err(|e| format!("cannot run {SCRIPT}: {e}"))?;
             if out.status.success() {
                 let env = std::fs::read_to_string(dir.join("env"))
                     .map_err(|e| format!("cannot read {}/env: {e}", dir.display()));
@@ -245,7 +250,12 @@ impl Drop for FaultCluster {
 }
 
 /// Runs the script with this cluster's `CLUSTER_DIR` and port base.
-fn script(dir: &Path, port_base: u16, args: &[&str], env: &[(&str, &str)]) -> std::io::Result<Output> {
+fn script(
+    dir: &Path,
+    port_base: u16,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> std::io::Result<Output> {
     let mut cmd = Command::new("bash");
     cmd.arg(SCRIPT)
         .args(args)
@@ -296,7 +306,10 @@ fn env_var(env: &str, name: &str) -> Result<String, String> {
 /// that concurrent processes and threads start from different places.
 fn free_port_base(n: u32) -> Result<u16, String> {
     let slots = u32::from((PORT_LAST - PORT_FIRST) / PORT_STEP);
-    let start = std::process::id().wrapping_mul(7919).wrapping_add(n.wrapping_mul(13)) % slots;
+    let start = std::process::id()
+        .wrapping_mul(7919)
+        .wrapping_add(n.wrapping_mul(13))
+        % slots;
     (0..slots)
         .map(|i| PORT_FIRST + ((start + i) % slots) as u16 * PORT_STEP)
         .find(|&base| (base..base + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()))

@@ -8,6 +8,7 @@ use migration::Migrator;
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use sea_orm_replica::{MigrateOptions, NodeConfig, ReplicatedDatabase};
 
+pub mod fault_cluster;
 pub mod scenarios;
 
 /// One `#[tokio::test]` per named scenario, each on the cluster `$setup` gives (`None`: skip).

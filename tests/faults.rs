@@ -1,0 +1,578 @@
+//! Fault injection on real PostgreSQL clusters: a replica killed (`kill -9`) or frozen
+//! (`SIGSTOP`) under read load, and a primary stopped and a replica promoted under mixed load.
+//!
+//! Each test starts its own cluster (`FaultCluster`: its own ports and directory), so the
+//! faults never touch the cluster the other tests share, and tears it down at the end. They
+//! run when `SOR_FAULT_TESTS=1`, `SOR_REQUIRE_CLUSTER=1` or `CI` is set (`scripts/test.sh`
+//! sets them); `SOR_FAULT_SECS` sets the length of the load (default 10 s). Every route a
+//! test relies on is confirmed by asking the server (`inet_server_port()`).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::fault_cluster::FaultCluster;
+use entity::banner;
+use migration::Migrator;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Statement,
+};
+use sea_orm_replica::{
+    MigrateOptions, NodeConfig, ReplicaError, ReplicatedDatabase, ReplicatedDatabaseBuilder,
+};
+
+fn enabled() -> bool {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
+    let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
+    if !on {
+        eprintln!("fault-injection tests skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
+    }
+    on
+}
+
+fn load_time() -> Duration {
+    let secs = std::env::var("SOR_FAULT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    Duration::from_secs(secs)
+}
+
+/// The cluster's scripts block; run them off the async workers.
+async fn fault<F: FnOnce(&FaultCluster) + Send + 'static>(c: &Arc<FaultCluster>, f: F) {
+    let c = c.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .expect("fault injection");
+}
+
+/// Statement and acquire timeouts a test can rely on, and a fast monitor.
+const STATEMENT_TIMEOUT: Duration = Duration::from_millis(500);
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn node(url: &str, name: &str) -> NodeConfig {
+    NodeConfig::new(url)
+        .name(name)
+        .max_connections(16)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_timeout(ACQUIRE_TIMEOUT)
+        .statement_timeout(STATEMENT_TIMEOUT)
+}
+
+fn builder(c: &FaultCluster) -> ReplicatedDatabaseBuilder {
+    ReplicatedDatabase::builder()
+        .primary_node(node(c.primary_url(), "primary"))
+        .replica_node(node(c.replica1_url(), "replica1"))
+        .replica_node(node(c.replica2_url(), "replica2"))
+        .monitor_interval(Duration::from_millis(100))
+        .check_timeout(Duration::from_millis(500))
+        .backoff(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+/// One fault test at a time: a load test on a 2-core machine measures nothing useful while
+/// three other clusters start and fail beside it.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn start(lag: &str) -> (Arc<FaultCluster>, ReplicatedDatabase) {
+    let lag = lag.to_owned();
+    let c = tokio::task::spawn_blocking(move || FaultCluster::start_pg(&lag))
+        .await
+        .expect("start")
+        .unwrap_or_else(|e| panic!("fault cluster did not start: {e}"));
+    let c = Arc::new(c);
+    let db = builder(&c).connect().await.expect("connect");
+    db.migrate::<Migrator>(MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)))
+        .await
+        .expect("migrate");
+    (c, db)
+}
+
+/// The port of the server that runs a statement in a read-only unit, as the server says.
+async fn read_port(db: &ReplicatedDatabase) -> Result<i32, DbErr> {
+    db.read_only(|u| {
+        Box::pin(async move {
+            let row = u
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT inet_server_port() AS port",
+                ))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("port".into()))?;
+            row.try_get::<i32>("", "port")
+        })
+    })
+    .await
+    .map_err(|e| DbErr::Custom(e.to_string()))
+}
+
+/// Polls `cond` until it holds or `deadline` passes.
+async fn eventually<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + deadline;
+    while !cond().await {
+        assert!(Instant::now() < until, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Latencies and failures of a read load.
+#[derive(Default)]
+struct Load {
+    /// (start offset, latency) of every unit.
+    samples: Mutex<Vec<(Duration, Duration)>>,
+    failures: AtomicU64,
+    errors: Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn p99(&self, window: impl Fn(Duration) -> bool) -> (usize, Duration, Duration) {
+        let mut v: Vec<Duration> = self
+            .samples
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| window(*at))
+            .map(|(_, lat)| *lat)
+            .collect();
+        v.sort();
+        let pick = |p: f64| v.get(((v.len().max(1) - 1) as f64 * p) as usize).copied();
+        (
+            v.len(),
+            pick(0.99).unwrap_or_default(),
+            v.last().copied().unwrap_or_default(),
+        )
+    }
+}
+
+/// `tasks` tasks running read-only units (a small query) until `stop`.
+fn read_load(
+    db: &ReplicatedDatabase,
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+    t0: Instant,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load::default());
+    let handles = (0..tasks)
+        .map(|_| {
+            let (db, load, stop) = (db.clone(), load.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let at = t0.elapsed();
+                    let started = Instant::now();
+                    let result = db
+                        .read_only(|u| {
+                            Box::pin(async move { banner::Entity::find().limit(5).all(u).await })
+                        })
+                        .await;
+                    load.samples.lock().unwrap().push((at, started.elapsed()));
+                    if let Err(e) = result {
+                        load.failures.fetch_add(1, Ordering::Relaxed);
+                        load.errors.lock().unwrap().push(e.to_string());
+                    }
+                }
+            })
+        })
+        .collect();
+    (load, handles)
+}
+
+async fn seed(db: &ReplicatedDatabase, n: usize) {
+    for i in 0..n {
+        banner::ActiveModel {
+            name: Set(format!("seed {i}")),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .expect("seed");
+    }
+    db.migrate::<Migrator>(MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)))
+        .await
+        .expect("replicas caught up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_killed_under_read_load() {
+    if !enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (c, db) = start("0").await;
+    seed(&db, 20).await;
+    let (run, t0, stop) = (
+        load_time(),
+        Instant::now(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (load, tasks) = read_load(&db, 8, &stop, t0);
+
+    tokio::time::sleep(run / 3).await; // let the load run before the fault: workload timing
+    let killed_at = t0.elapsed();
+    fault(&c, |c| c.kill("replica1")).await;
+    tokio::time::sleep(run - run / 3).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let (n, p99, max) = load.p99(|_| true);
+    let (n_fault, p99_fault, max_fault) =
+        load.p99(|at| at >= killed_at && at < killed_at + Duration::from_secs(2));
+    let (n_before, p99_before, _) = load.p99(|at| at < killed_at);
+    eprintln!(
+        "kill -9 replica1 under 8 readers for {run:?}: {n} read-only units, {} failed; p99 {p99:?} (max {max:?}); \
+         before the kill p99 {p99_before:?} ({n_before} units); in the 2 s after it p99 {p99_fault:?}, max {max_fault:?} ({n_fault} units)",
+        load.failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        load.failures.load(Ordering::Relaxed),
+        0,
+        "read-only units failed while replica2 was up: {:?}",
+        load.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    let status = db.status();
+    eprintln!("{status}");
+    assert!(!status.node("replica1").unwrap().up, "replica1 is down");
+    let r2 = i32::from(c.port("replica2"));
+    for _ in 0..10 {
+        assert_eq!(
+            read_port(&db).await.unwrap(),
+            r2,
+            "the server says replica2 serves reads"
+        );
+    }
+
+    fault(&c, |c| c.restart("replica1")).await;
+    let r1 = i32::from(c.port("replica1"));
+    let back = Instant::now();
+    eventually(
+        "replica1 serves reads again",
+        Duration::from_secs(20),
+        || async { read_port(&db).await.ok() == Some(r1) },
+    )
+    .await;
+    eprintln!(
+        "replica1 restarted: serving reads again after {:?}",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_frozen_under_read_load() {
+    if !enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (c, db) = start("0").await;
+    seed(&db, 20).await;
+    let (run, t0, stop) = (
+        load_time(),
+        Instant::now(),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (load, tasks) = read_load(&db, 8, &stop, t0);
+
+    tokio::time::sleep(run / 3).await;
+    let paused_at = t0.elapsed();
+    fault(&c, |c| c.pause("replica1")).await;
+    tokio::time::sleep(run / 3).await;
+    let (n_paused, p99_paused, max_paused) = load.p99(|at| at >= paused_at);
+    fault(&c, |c| c.resume("replica1")).await;
+    tokio::time::sleep(run - 2 * (run / 3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // a unit on the frozen node waits at most the longer of the statement bound (timeout +
+    // 250 ms grace) and the acquire timeout, then runs elsewhere; allow 1 s on top
+    let limit = ACQUIRE_TIMEOUT.max(STATEMENT_TIMEOUT + Duration::from_millis(250))
+        + Duration::from_secs(1);
+    let (n, p99, max) = load.p99(|_| true);
+    eprintln!(
+        "SIGSTOP replica1 under 8 readers: {n} units, {} failed; p99 {p99:?}, max {max:?} (limit {limit:?}); \
+         while frozen: {n_paused} units, p99 {p99_paused:?}, max {max_paused:?}",
+        load.failures.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        load.failures.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        load.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(max < limit, "a unit waited {max:?}, beyond {limit:?}");
+
+    let r1 = i32::from(c.port("replica1"));
+    let back = Instant::now();
+    eventually(
+        "replica1 serves reads after SIGCONT",
+        Duration::from_secs(20),
+        || async { read_port(&db).await.ok() == Some(r1) },
+    )
+    .await;
+    eprintln!(
+        "SIGCONT: replica1 serving reads again {:?} after the check began",
+        back.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn promotion_moves_writes_and_loses_none() {
+    if !enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (c, db) = start("0").await;
+    seed(&db, 5).await;
+    let run = load_time();
+    let (t0, stop) = (Instant::now(), Arc::new(AtomicBool::new(false)));
+    let (reads, mut tasks) = read_load(&db, 4, &stop, t0);
+
+    // writers: every acknowledged insert is remembered; a commit that fails is in doubt
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    // (when, fast NoPrimary refusal?, message)
+    let failed_writes = Arc::new(Mutex::new(Vec::<(Duration, bool, String)>::new()));
+    for w in 0..2 {
+        let (db, stop, acked, failed) = (
+            db.clone(),
+            stop.clone(),
+            acked.clone(),
+            failed_writes.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let name = format!("failover {w}-{i}");
+                let unit = db.begin_read_write();
+                let result = async {
+                    banner::ActiveModel {
+                        name: Set(name.clone()),
+                        ..Default::default()
+                    }
+                    .insert(&unit)
+                    .await?;
+                    unit.commit().await
+                }
+                .await;
+                match result {
+                    Ok(()) => acked.lock().unwrap().push(name),
+                    Err(e) => {
+                        let message = e.to_string();
+                        let refused =
+                            matches!(ReplicaError::from_db_err(e), ReplicaError::NoPrimary { .. });
+                        failed
+                            .lock()
+                            .unwrap()
+                            .push((t0.elapsed(), refused, message));
+                        tokio::time::sleep(Duration::from_millis(20)).await; // client back-off
+                    }
+                }
+            }
+        }));
+    }
+
+    tokio::time::sleep(run / 3).await;
+    let fault_at = t0.elapsed();
+    fault(&c, |c| {
+        c.stop_node("primary");
+        c.promote("replica1");
+    })
+    .await;
+    let promoted_at = t0.elapsed();
+    tokio::time::sleep(run - run / 3).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let failed = failed_writes.lock().unwrap().clone();
+    let window = match (failed.first(), failed.last()) {
+        (Some(first), Some(last)) => last.0.saturating_sub(first.0),
+        _ => Duration::ZERO,
+    };
+    let acked = acked.lock().unwrap().clone();
+    let typed = failed.iter().filter(|(_, refused, _)| *refused).count();
+    let resumed = failed
+        .last()
+        .map_or(Duration::ZERO, |last| last.0.saturating_sub(promoted_at));
+    eprintln!(
+        "stop primary + promote replica1 (the script took {:?} for both) under 2 writers and 4 readers: writes failed for {window:?} \
+         ({} failed writes, {typed} of them fast NoPrimary refusals), and went through again {resumed:?} after the promotion finished; \
+         {} acknowledged; reads: {} units, {} failed",
+        promoted_at - fault_at,
+        failed.len(),
+        acked.len(),
+        reads.samples.lock().unwrap().len(),
+        reads.failures.load(Ordering::Relaxed),
+    );
+    assert_eq!(
+        reads.failures.load(Ordering::Relaxed),
+        0,
+        "{:?}",
+        reads
+            .errors
+            .lock()
+            .unwrap()
+            .iter()
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        db.primary().name(),
+        "replica1",
+        "read-write units follow the promotion"
+    );
+
+    // every acknowledged write is on the new primary, once; nothing more than the in-doubt
+    let new_primary = db.primary();
+    let present: Vec<String> = banner::Entity::find()
+        .filter(banner::Column::Name.starts_with("failover "))
+        .all(new_primary.connection())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let mut unique = present.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), present.len(), "no write applied twice");
+    let missing: Vec<_> = acked.iter().filter(|n| !present.contains(n)).collect();
+    assert!(missing.is_empty(), "acknowledged writes lost: {missing:?}");
+    // a write that failed other than by a fast refusal may or may not have committed
+    let in_doubt = failed.iter().filter(|(_, refused, _)| !refused).count();
+    assert!(
+        present.len() <= acked.len() + in_doubt,
+        "{} rows for {} acknowledged and {in_doubt} in-doubt writes",
+        present.len(),
+        acked.len()
+    );
+    eprintln!(
+        "rows present: {}, acknowledged: {}",
+        present.len(),
+        acked.len()
+    );
+
+    // the server says where writes go now
+    let r1 = i32::from(c.port("replica1"));
+    let port = db
+        .read_write(|u| {
+            Box::pin(async move {
+                let row = u
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT inet_server_port() AS port, pg_is_in_recovery() AS replica",
+                    ))
+                    .await?
+                    .ok_or_else(|| DbErr::RecordNotFound("port".into()))?;
+                assert!(!row.try_get::<bool>("", "replica")?);
+                row.try_get::<i32>("", "port")
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(port, r1);
+
+    // the old primary comes back, still thinking it is the primary: it must get nothing
+    let checks = db.node("primary").unwrap().checks();
+    fault(&c, |c| c.restart("primary")).await;
+    eventually(
+        "the monitor sees the old primary again",
+        Duration::from_secs(20),
+        || async { db.node("primary").unwrap().checks() > checks + 2 },
+    )
+    .await;
+    let status = db.status();
+    eprintln!("{status}");
+    let old = status.node("primary").unwrap();
+    assert!(old.fenced, "the returning old primary is fenced");
+    assert_eq!(db.primary().name(), "replica1");
+    for i in 0..20 {
+        let unit = db.begin_read_write();
+        banner::ActiveModel {
+            name: Set(format!("after return {i}")),
+            ..Default::default()
+        }
+        .insert(&unit)
+        .await
+        .unwrap();
+        unit.commit().await.unwrap();
+    }
+    let on_old = banner::Entity::find()
+        .filter(banner::Column::Name.starts_with("after return"))
+        .count(db.node("primary").unwrap().connection())
+        .await
+        .unwrap();
+    assert_eq!(on_old, 0, "no write reached the old primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_primary_fails_fast_and_reads_go_on() {
+    if !enabled() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let (c, db) = start("0").await;
+    seed(&db, 3).await;
+    fault(&c, |c| c.kill("primary")).await;
+    // the first write finds the primary gone (or the monitor already has)
+    eventually(
+        "the primary is seen down",
+        Duration::from_secs(10),
+        || async {
+            db.read_write(|u| {
+                Box::pin(async move {
+                    u.execute_unprepared("INSERT INTO banner (name) VALUES ('x')")
+                        .await
+                })
+            })
+            .await
+            .is_err()
+                && db.node("primary").unwrap().is_down()
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let err = db
+        .read_write(|u| {
+            Box::pin(async move {
+                u.execute_unprepared("INSERT INTO banner (name) VALUES ('y')")
+                    .await
+            })
+        })
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    let (sea_orm::TransactionError::Connection(err) | sea_orm::TransactionError::Transaction(err)) =
+        err;
+    let typed = ReplicaError::from_db_err(err);
+    eprintln!("read-write unit with the primary down: {typed} (after {took:?})");
+    assert!(matches!(typed, ReplicaError::NoPrimary { .. }), "{typed:?}");
+    assert!(typed.to_string().contains("primary"));
+    assert!(
+        took < Duration::from_millis(50),
+        "fails fast, took {took:?}"
+    );
+    // read-only units keep working on the replicas
+    let replicas = [i32::from(c.port("replica1")), i32::from(c.port("replica2"))];
+    for _ in 0..10 {
+        assert!(replicas.contains(&read_port(&db).await.unwrap()));
+    }
+}
