@@ -41,6 +41,7 @@ macro_rules! every_backend_scenarios {
             read_your_writes_with_causal_tokens,
             primary_consistency_reads_the_primary_read_only,
             causal_units_keep_transaction_semantics,
+            status_reports_nodes_and_monitor_stops_on_drop,
         );
     };
 }

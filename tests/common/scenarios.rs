@@ -11,7 +11,7 @@ use sea_orm::{
 };
 use sea_orm_replica::{
     read_only_scope, Fallback, NodeConfig, ReplicaError, ReplicatedDatabase, Repository,
-    UnitOptions,
+    ServerRole, UnitOptions,
 };
 
 use super::{port_of, served_by, unique, Cluster};
@@ -694,5 +694,53 @@ pub async fn causal_units_keep_transaction_semantics(c: &Cluster) {
             .await
             .unwrap(),
         1
+    );
+}
+
+/// The status view reports every node with the role its server claims, and the monitor (one
+/// task per handle) stops once the handle is dropped.
+pub async fn status_reports_nodes_and_monitor_stops_on_drop(c: &Cluster) {
+    let mut builder = ReplicatedDatabase::builder()
+        .primary(&c.primary)
+        .monitor_interval(Duration::from_millis(20));
+    for url in c.all_replicas() {
+        builder = builder.replica(url);
+    }
+    let db = builder.connect().await.unwrap();
+    let status = db.status();
+    let text = status.to_string();
+    let primary = status.node("primary").unwrap();
+    assert!(
+        primary.current_primary && primary.up && !primary.fenced,
+        "{text}"
+    );
+    let expected = match c.backend {
+        DbBackend::Sqlite => (ServerRole::Unknown, ServerRole::Unknown),
+        _ => (ServerRole::Primary, ServerRole::Replica),
+    };
+    assert_eq!(primary.server_role, expected.0, "{text}");
+    for n in db.replicas() {
+        let line = status.node(n.name()).unwrap();
+        assert_eq!(line.server_role, expected.1, "{text}");
+        assert!(line.up && !line.current_primary, "{text}");
+        assert!(text.contains(n.name()));
+    }
+    if c.backend == DbBackend::Sqlite {
+        return; // no monitor: SQLite's reader shares the writer's file
+    }
+    let node = db.primary(); // outlives the handle
+    assert!(
+        eventually(Duration::from_secs(10), || async { node.checks() >= 5 }).await,
+        "the monitor checks every 20 ms"
+    );
+    drop(db);
+    // give a check that was under way time to finish, then watch 25 intervals for more
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after_drop = node.checks();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        node.checks(),
+        after_drop,
+        "the monitor stopped with the handle"
     );
 }
