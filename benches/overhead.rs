@@ -196,9 +196,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let raw_primary = Database::connect(pool(env("SOR_PG_PRIMARY_URL"))).await?;
     let raw_replica = Database::connect(pool(env("SOR_PG_REPLICA_URL"))).await?;
+    // the monitor's checks are background work on the one shared connection, not per-operation
+    // cost: tick once an hour here (the first round runs at connect)
     let db = ReplicatedDatabase::builder()
         .primary_connection("primary", raw_primary.clone())
         .replica_connection("replica-1", raw_replica.clone())
+        .monitor_interval(Duration::from_secs(3600))
         .connect()
         .await?;
     let wait = MigrateOptions::new().wait_for_replicas(Duration::from_secs(30));
@@ -240,8 +243,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acquired = c.db.stats().total_acquisitions() - before;
     println!("read-only unit, no statement, open + commit: {empty_ns:.0} ns/unit, {acquired} pool acquisitions (target < 1 µs, 0)");
 
-    let mut eight =
-        ReplicatedDatabase::builder().primary_connection("primary", c.raw_primary.clone());
+    let mut eight = ReplicatedDatabase::builder()
+        .primary_connection("primary", c.raw_primary.clone())
+        .monitor_interval(Duration::from_secs(3600));
     for i in 0..8 {
         eight = eight.replica_connection(format!("r{i}"), c.raw_replica.clone());
     }

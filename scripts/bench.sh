@@ -2,6 +2,7 @@
 # Runs a benchmark against fresh loopback clusters, then stops them.
 #   scripts/bench.sh              # benches/overhead.rs: what the library costs over raw SeaORM (PostgreSQL)
 #   scripts/bench.sh policies     # benches/policies.rs: read-after-write policies (PostgreSQL and MariaDB)
+#   scripts/bench.sh balancing    # benches/balancing.rs: balancers with one replica freezing (PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-overhead}"
@@ -9,7 +10,8 @@ shift || true
 case "$bench" in
     overhead) clusters=pg ;;
     policies) clusters=all ;;
-    *) echo "unknown bench '$bench' (overhead | policies)" >&2; exit 2 ;;
+    balancing) clusters=pg ;;
+    *) echo "unknown bench '$bench' (overhead | policies | balancing)" >&2; exit 2 ;;
 esac
 scripts/cluster.sh start "$clusters"
 trap 'scripts/cluster.sh stop "$clusters" || true' EXIT

@@ -47,20 +47,43 @@ pub(crate) async fn route_read(
     consistency: &Consistency,
     max_wait: Duration,
 ) -> Result<Route, ReplicaError> {
-    let wanted = match consistency {
-        Consistency::Eventual => return router.route(true),
-        Consistency::BoundedStaleness(bound) => return router.route_within(true, Some(*bound)),
-        Consistency::Primary => {
-            return Ok(Route {
-                node: router.primary(),
-                reason: RouteReason::PrimaryRequested,
-            })
-        }
+    match route_read_now(router, consistency) {
+        Some(route) => route,
+        // boxed: the causal path is a large future that the common paths should not carry
+        None => Box::pin(route_causal(router, consistency, max_wait)).await,
+    }
+}
+
+/// The routing decisions that need no I/O: everything but a read-your-writes token.
+fn route_read_now(
+    router: &Router,
+    consistency: &Consistency,
+) -> Option<Result<Route, ReplicaError>> {
+    Some(match consistency {
+        Consistency::Eventual => router.route(true),
+        Consistency::BoundedStaleness(bound) => router.route_within(true, Some(*bound)),
+        Consistency::Primary => Ok(Route {
+            node: router.primary(),
+            reason: RouteReason::PrimaryRequested,
+        }),
         Consistency::ReadYourWrites(token) if *token.position() == Position::None => {
-            return router.route(true)
+            router.route(true)
         }
-        Consistency::ReadYourWrites(token) => token.position(),
+        Consistency::ReadYourWrites(_) => return None,
+    })
+}
+
+/// A read with a causal token: a replica known to have it, else one that answers that it has
+/// it, else one that catches up in time, else the primary.
+async fn route_causal(
+    router: &Router,
+    consistency: &Consistency,
+    max_wait: Duration,
+) -> Result<Route, ReplicaError> {
+    let Consistency::ReadYourWrites(token) = consistency else {
+        return router.route(true);
     };
+    let wanted = token.position();
     let replicas = &router.replicas;
     let caught_up = |reason| {
         move |i: usize| Route {

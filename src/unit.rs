@@ -397,6 +397,14 @@ impl<A: Access> UnitOfWork<A> {
     /// The unit's connection: routes and, where needed, begins on the first call. A read-only
     /// unit whose `BEGIN` fails at the connection level routes again (the failed node is out).
     async fn active(&self) -> Result<&Active, DbErr> {
+        match self.state.get() {
+            Some(active) => Ok(active),
+            // boxed: the start-up path is a large future, and every statement awaits `active`
+            None => Box::pin(self.init_active()).await,
+        }
+    }
+
+    async fn init_active(&self) -> Result<&Active, DbErr> {
         self.state
             .get_or_try_init(|| async {
                 let started = Instant::now();
@@ -441,11 +449,11 @@ impl<A: Access> UnitOfWork<A> {
             let node = &route.node;
             NodeCounters::bump(&node.counters.acquisitions);
             let txn = node
-                .bounded(OwnTxn::begin(
+                .bounded(Box::pin(OwnTxn::begin(
                     node.connection(),
                     self.options.isolation,
                     sync_sql,
-                ))
+                )))
                 .await?;
             Active::Own(route, Arc::new(txn), None)
         } else if in_txn {
@@ -455,7 +463,7 @@ impl<A: Access> UnitOfWork<A> {
                 .dialect()
                 .transaction_options(A::READ_ONLY, self.options.isolation);
             let txn = node
-                .bounded(node.connection().begin_with_options(options))
+                .bounded(Box::pin(node.connection().begin_with_options(options)))
                 .await?;
             Active::Txn(route, txn)
         } else {
@@ -605,7 +613,8 @@ impl<A: Access> UnitOfWork<A> {
 }
 
 /// Runs one statement on whatever the unit is connected to, bounded by the node's statement
-/// timeout. `$input` (the statement) is cloned only while a failure could still move the unit
+/// timeout. The driver's statement future is large (SeaORM's spans every backend), so it is
+/// boxed once rather than moved through the wrappers. `$input` (the statement) is cloned only while a failure could still move the unit
 /// to another node: the first statement of a statement-level read-only unit.
 macro_rules! on_active {
     ($self:ident, $sql:expr, $input:expr, |$c:ident, $i:ident| $call:expr) => {{
@@ -632,15 +641,21 @@ macro_rules! on_active {
                 Active::Pool(_) => {
                     NodeCounters::bump(&node.counters.acquisitions);
                     let $c = node.connection();
-                    node.bounded($call).instrument($self.span.clone()).await
+                    node.bounded(Box::pin($call))
+                        .instrument($self.span.clone())
+                        .await
                 }
                 Active::Txn(_, txn) => {
                     let $c = txn;
-                    node.bounded($call).instrument($self.span.clone()).await
+                    node.bounded(Box::pin($call))
+                        .instrument($self.span.clone())
+                        .await
                 }
                 Active::Own(_, txn, _) => {
                     let $c = &**txn;
-                    node.bounded($call).instrument($self.span.clone()).await
+                    node.bounded(Box::pin($call))
+                        .instrument($self.span.clone())
+                        .await
                 }
             };
             match result {
@@ -651,7 +666,7 @@ macro_rules! on_active {
                 Err(err) if ReplicaError::is_connection_level(&err) => {
                     $self.node_failed.store(true, Ordering::Relaxed);
                     match routes {
-                        Some(routes) => match $self.move_on(routes, err).await {
+                        Some(routes) => match Box::pin($self.move_on(routes, err)).await {
                             Ok(()) => attempt += 1,
                             Err(err) => break Err(err),
                         },

@@ -182,6 +182,37 @@ fn read_load(
     (load, handles)
 }
 
+/// Stops the load and waits for its tasks.
+async fn finish(stop: &AtomicBool, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// No read-only unit of the load failed.
+fn assert_no_failures(load: &Load) {
+    let errors = load.errors.lock().unwrap();
+    assert_eq!(
+        load.failures.load(Ordering::Relaxed),
+        0,
+        "read-only units failed while another node was up: {:?}",
+        errors.iter().take(3).collect::<Vec<_>>()
+    );
+}
+
+/// Waits until the server on `port` answers a read-only unit again; how long that took.
+async fn serves_reads_again(db: &ReplicatedDatabase, port: u16) -> Duration {
+    let back = Instant::now();
+    eventually(
+        "the node serves reads again",
+        Duration::from_secs(20),
+        || async { read_port(db).await.ok() == Some(i32::from(port)) },
+    )
+    .await;
+    back.elapsed()
+}
+
 async fn seed(db: &ReplicatedDatabase, n: usize) {
     for i in 0..n {
         banner::ActiveModel {
@@ -216,10 +247,7 @@ async fn replica_killed_under_read_load() {
     let killed_at = t0.elapsed();
     fault(&c, |c| c.kill("replica1")).await;
     tokio::time::sleep(run - run / 3).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    finish(&stop, tasks).await;
 
     let (n, p99, max) = load.p99(|_| true);
     let (n_fault, p99_fault, max_fault) =
@@ -230,17 +258,7 @@ async fn replica_killed_under_read_load() {
          before the kill p99 {p99_before:?} ({n_before} units); in the 2 s after it p99 {p99_fault:?}, max {max_fault:?} ({n_fault} units)",
         load.failures.load(Ordering::Relaxed)
     );
-    assert_eq!(
-        load.failures.load(Ordering::Relaxed),
-        0,
-        "read-only units failed while replica2 was up: {:?}",
-        load.errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(3)
-            .collect::<Vec<_>>()
-    );
+    assert_no_failures(&load);
     let status = db.status();
     eprintln!("{status}");
     assert!(!status.node("replica1").unwrap().up, "replica1 is down");
@@ -254,18 +272,8 @@ async fn replica_killed_under_read_load() {
     }
 
     fault(&c, |c| c.restart("replica1")).await;
-    let r1 = i32::from(c.port("replica1"));
-    let back = Instant::now();
-    eventually(
-        "replica1 serves reads again",
-        Duration::from_secs(20),
-        || async { read_port(&db).await.ok() == Some(r1) },
-    )
-    .await;
-    eprintln!(
-        "replica1 restarted: serving reads again after {:?}",
-        back.elapsed()
-    );
+    let back = serves_reads_again(&db, c.port("replica1")).await;
+    eprintln!("replica1 restarted: serving reads again after {back:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -290,10 +298,7 @@ async fn replica_frozen_under_read_load() {
     let (n_paused, p99_paused, max_paused) = load.p99(|at| at >= paused_at);
     fault(&c, |c| c.resume("replica1")).await;
     tokio::time::sleep(run - 2 * (run / 3)).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    finish(&stop, tasks).await;
 
     // a unit on the frozen node waits at most the longer of the statement bound (timeout +
     // 250 ms grace) and the acquire timeout, then runs elsewhere; allow 1 s on top
@@ -305,31 +310,11 @@ async fn replica_frozen_under_read_load() {
          while frozen: {n_paused} units, p99 {p99_paused:?}, max {max_paused:?}",
         load.failures.load(Ordering::Relaxed)
     );
-    assert_eq!(
-        load.failures.load(Ordering::Relaxed),
-        0,
-        "{:?}",
-        load.errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(3)
-            .collect::<Vec<_>>()
-    );
+    assert_no_failures(&load);
     assert!(max < limit, "a unit waited {max:?}, beyond {limit:?}");
 
-    let r1 = i32::from(c.port("replica1"));
-    let back = Instant::now();
-    eventually(
-        "replica1 serves reads after SIGCONT",
-        Duration::from_secs(20),
-        || async { read_port(&db).await.ok() == Some(r1) },
-    )
-    .await;
-    eprintln!(
-        "SIGCONT: replica1 serving reads again {:?} after the check began",
-        back.elapsed()
-    );
+    let back = serves_reads_again(&db, c.port("replica1")).await;
+    eprintln!("SIGCONT: replica1 serving reads again {back:?} after the check began");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -397,10 +382,7 @@ async fn promotion_moves_writes_and_loses_none() {
     .await;
     let promoted_at = t0.elapsed();
     tokio::time::sleep(run - run / 3).await;
-    stop.store(true, Ordering::Relaxed);
-    for t in tasks {
-        t.await.unwrap();
-    }
+    finish(&stop, tasks).await;
 
     let failed = failed_writes.lock().unwrap().clone();
     let window = match (failed.first(), failed.last()) {
@@ -422,18 +404,7 @@ async fn promotion_moves_writes_and_loses_none() {
         reads.samples.lock().unwrap().len(),
         reads.failures.load(Ordering::Relaxed),
     );
-    assert_eq!(
-        reads.failures.load(Ordering::Relaxed),
-        0,
-        "{:?}",
-        reads
-            .errors
-            .lock()
-            .unwrap()
-            .iter()
-            .take(3)
-            .collect::<Vec<_>>()
-    );
+    assert_no_failures(&reads);
     assert_eq!(
         db.primary().name(),
         "replica1",
