@@ -8,7 +8,7 @@
 //!   a down node is checked again after its back-off, and re-admitted when it answers;
 //! - its role and term, as the server reports them (`pg_is_in_recovery()` and the WAL
 //!   timeline; `@@read_only`), from which the router elects the primary
-//!   ([`Router::elect`]): after a promotion, read-write units follow without a restart;
+//!   (see [`policy`](crate::policy)): after a promotion, read-write units follow without a restart;
 //! - its replay position and lag (bounded staleness, causal reads).
 //!
 //! The task holds only a weak reference to the handle and stops once the handle is dropped.

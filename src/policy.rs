@@ -1,10 +1,17 @@
 //! Routing policy: which node serves a unit of work, and why.
 //!
-//! A read-write unit goes to the current primary: the configured one, or after a failover
-//! the node the monitor found promoted (see [`Router::elect`]). A read-only unit goes to an
-//! eligible replica (up, not a primary, within the lag bound) chosen by a [`Balancer`]; with
-//! none it falls back to the primary (in a `READ ONLY` transaction) or fails, as [`Fallback`]
-//! says. The decision is in memory: no I/O and no allocation.
+//! A read-write unit goes to the current primary. A read-only unit goes to an eligible replica
+//! (up, not a primary, within the lag bound) chosen by a [`Balancer`]; with none it falls back
+//! to the primary (in a `READ ONLY` transaction) or fails, as [`Fallback`] says. The decision
+//! is in memory: no I/O and no allocation.
+//!
+//! **Which node is the primary** is decided after every round of health checks. The current
+//! one stays while it is up and reports being the primary at the highest term seen (the WAL
+//! timeline on PostgreSQL). Otherwise the one node that does takes over: a configured primary
+//! candidate, or a replica that was promoted (its term is higher). A node that reports being
+//! the primary at a lower term (an old primary coming back) is fenced: no units at all. When
+//! two nodes qualify, nothing switches. While the primary is down, read-write units fail at
+//! once with [`ReplicaError::NoPrimary`].
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};

@@ -42,6 +42,7 @@ macro_rules! every_backend_scenarios {
             primary_consistency_reads_the_primary_read_only,
             causal_units_keep_transaction_semantics,
             status_reports_nodes_and_monitor_stops_on_drop,
+            first_statement_moves_off_a_failed_replica,
         );
     };
 }

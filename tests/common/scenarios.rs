@@ -744,3 +744,37 @@ pub async fn status_reports_nodes_and_monitor_stops_on_drop(c: &Cluster) {
         "the monitor stopped with the handle"
     );
 }
+
+/// Begin/commit form: a read-only unit whose node fails at its first statement (nothing
+/// returned yet) moves to another replica, and the failed node is out of routing.
+pub async fn first_statement_moves_off_a_failed_replica(c: &Cluster) {
+    if c.backend == DbBackend::Sqlite {
+        return; // one file: no other replica to move to
+    }
+    let replicas = c.all_replicas();
+    let (doomed_url, live_url) = (&replicas[0], replicas.last().unwrap());
+    let doomed = sea_orm::Database::connect(doomed_url.as_str())
+        .await
+        .unwrap();
+    let db = ReplicatedDatabase::builder()
+        .primary(&c.primary)
+        .replica_connection("doomed", doomed.clone())
+        .replica_node(NodeConfig::new(live_url).name("live"))
+        .monitor_interval(Duration::from_secs(3600)) // only the unit can notice
+        .connect()
+        .await
+        .unwrap();
+    doomed.close_by_ref().await.unwrap(); // the node fails after the handle was built
+    let unit = db.begin_read_only();
+    let served = served_by(&unit).await.expect("moved to the live replica");
+    assert_eq!(unit.node_name(), Some("live"));
+    assert!(
+        served.replica && served.port == port_of(live_url),
+        "{served:?}"
+    );
+    assert!(db.node("doomed").unwrap().is_down());
+    assert_eq!(db.node("doomed").unwrap().in_flight(), 0);
+    assert_eq!(db.node("live").unwrap().in_flight(), 1);
+    unit.commit().await.unwrap();
+    assert_eq!(db.node("live").unwrap().in_flight(), 0);
+}
