@@ -228,19 +228,48 @@ async fn seed(db: &ReplicatedDatabase, n: usize) {
         .expect("replicas caught up");
 }
 
+/// A fault test's setting: its own cluster, a handle, and the clock of the load.
+struct Scenario {
+    c: Arc<FaultCluster>,
+    db: ReplicatedDatabase,
+    run: Duration,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    /// Declared last, so it is released after the cluster is torn down.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Takes the fault-test lock, starts a cluster and seeds `rows`; `None` when fault tests are off.
+async fn scenario(rows: usize) -> Option<Scenario> {
+    if !enabled() {
+        return None;
+    }
+    let serial = SERIAL.lock().await;
+    let (c, db) = start("0").await;
+    seed(&db, rows).await;
+    Some(Scenario {
+        c,
+        db,
+        run: load_time(),
+        t0: Instant::now(),
+        stop: Arc::new(AtomicBool::new(false)),
+        _serial: serial,
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_killed_under_read_load() {
-    if !enabled() {
+    let Some(Scenario {
+        _serial, // first bound, last dropped: after the cluster
+        c,
+        db,
+        run,
+        t0,
+        stop,
+    }) = scenario(20).await
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let (c, db) = start("0").await;
-    seed(&db, 20).await;
-    let (run, t0, stop) = (
-        load_time(),
-        Instant::now(),
-        Arc::new(AtomicBool::new(false)),
-    );
+    };
     let (load, tasks) = read_load(&db, 8, &stop, t0);
 
     tokio::time::sleep(run / 3).await; // let the load run before the fault: workload timing
@@ -278,17 +307,17 @@ async fn replica_killed_under_read_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replica_frozen_under_read_load() {
-    if !enabled() {
+    let Some(Scenario {
+        _serial, // first bound, last dropped: after the cluster
+        c,
+        db,
+        run,
+        t0,
+        stop,
+    }) = scenario(20).await
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let (c, db) = start("0").await;
-    seed(&db, 20).await;
-    let (run, t0, stop) = (
-        load_time(),
-        Instant::now(),
-        Arc::new(AtomicBool::new(false)),
-    );
+    };
     let (load, tasks) = read_load(&db, 8, &stop, t0);
 
     tokio::time::sleep(run / 3).await;
@@ -319,14 +348,17 @@ async fn replica_frozen_under_read_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn promotion_moves_writes_and_loses_none() {
-    if !enabled() {
+    let Some(Scenario {
+        _serial,
+        c,
+        db,
+        run,
+        t0,
+        stop,
+    }) = scenario(5).await
+    else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let (c, db) = start("0").await;
-    seed(&db, 5).await;
-    let run = load_time();
-    let (t0, stop) = (Instant::now(), Arc::new(AtomicBool::new(false)));
+    };
     let (reads, mut tasks) = read_load(&db, 4, &stop, t0);
 
     // writers: every acknowledged insert is remembered; a commit that fails is in doubt
@@ -496,12 +528,9 @@ async fn promotion_moves_writes_and_loses_none() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_primary_fails_fast_and_reads_go_on() {
-    if !enabled() {
+    let Some(Scenario { _serial, c, db, .. }) = scenario(3).await else {
         return;
-    }
-    let _serial = SERIAL.lock().await;
-    let (c, db) = start("0").await;
-    seed(&db, 3).await;
+    };
     fault(&c, |c| c.kill("primary")).await;
     // the first write finds the primary gone (or the monitor already has)
     eventually(
