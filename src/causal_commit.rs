@@ -81,10 +81,10 @@ macro_rules! on_conn {
 /// Runs `sql` (one or more statements, no parameters), discarding any rows.
 async fn run_raw(conn: &mut Conn, sql: String) -> Result<(), DbErr> {
     let q = sqlx::AssertSqlSafe(sql);
-    match conn {
-        Conn::Pg(c) => sqlx::raw_sql(q).execute(&mut **c).await.map(|_| ()),
-        Conn::My(c) => sqlx::raw_sql(q).execute(&mut **c).await.map(|_| ()),
-    }
+    on_conn!(conn, |c| sqlx::raw_sql(q)
+        .execute(&mut **c)
+        .await
+        .map(|_| ()))
     .map_err(exec_err)
 }
 
@@ -260,18 +260,11 @@ impl ConnectionTrait for OwnTxn {
             Box::pin(async move {
                 let v = values(&stmt);
                 let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(match conn {
-                    Conn::Pg(c) => sqlx::query_with(q, v)
-                        .execute(&mut **c)
-                        .await
-                        .map_err(exec_err)?
-                        .into(),
-                    Conn::My(c) => sqlx::query_with(q, v)
-                        .execute(&mut **c)
-                        .await
-                        .map_err(exec_err)?
-                        .into(),
-                })
+                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
+                    .execute(&mut **c)
+                    .await
+                    .map_err(exec_err)?
+                    .into()))
             })
         })
         .await
@@ -282,18 +275,11 @@ impl ConnectionTrait for OwnTxn {
         self.with_conn(move |conn| {
             Box::pin(async move {
                 let q = sqlx::AssertSqlSafe(sql);
-                Ok(match conn {
-                    Conn::Pg(c) => sqlx::raw_sql(q)
-                        .execute(&mut **c)
-                        .await
-                        .map_err(exec_err)?
-                        .into(),
-                    Conn::My(c) => sqlx::raw_sql(q)
-                        .execute(&mut **c)
-                        .await
-                        .map_err(exec_err)?
-                        .into(),
-                })
+                Ok(on_conn!(conn, |c| sqlx::raw_sql(q)
+                    .execute(&mut **c)
+                    .await
+                    .map_err(exec_err)?
+                    .into()))
             })
         })
         .await
@@ -304,18 +290,11 @@ impl ConnectionTrait for OwnTxn {
             Box::pin(async move {
                 let v = values(&stmt);
                 let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(match conn {
-                    Conn::Pg(c) => sqlx::query_with(q, v)
-                        .fetch_optional(&mut **c)
-                        .await
-                        .map_err(query_err)?
-                        .map(Into::into),
-                    Conn::My(c) => sqlx::query_with(q, v)
-                        .fetch_optional(&mut **c)
-                        .await
-                        .map_err(query_err)?
-                        .map(Into::into),
-                })
+                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
+                    .fetch_optional(&mut **c)
+                    .await
+                    .map_err(query_err)?
+                    .map(Into::into)))
             })
         })
         .await
@@ -326,22 +305,13 @@ impl ConnectionTrait for OwnTxn {
             Box::pin(async move {
                 let v = values(&stmt);
                 let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(match conn {
-                    Conn::Pg(c) => sqlx::query_with(q, v)
-                        .fetch_all(&mut **c)
-                        .await
-                        .map_err(query_err)?
-                        .into_iter()
-                        .map(Into::into)
-                        .collect(),
-                    Conn::My(c) => sqlx::query_with(q, v)
-                        .fetch_all(&mut **c)
-                        .await
-                        .map_err(query_err)?
-                        .into_iter()
-                        .map(Into::into)
-                        .collect(),
-                })
+                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
+                    .fetch_all(&mut **c)
+                    .await
+                    .map_err(query_err)?
+                    .into_iter()
+                    .map(Into::into)
+                    .collect()))
             })
         })
         .await

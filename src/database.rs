@@ -114,8 +114,8 @@ impl Prepared {
         }
     }
 
-    async fn open(self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
-        let conn = match (self.conn.clone(), &self.config) {
+    async fn open(mut self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
+        let conn = match (self.conn.take(), &self.config) {
             (Some(conn), _) => conn,
             (None, Some(valid)) => connect_node(valid, role).await?,
             (None, None) => {

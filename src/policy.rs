@@ -363,13 +363,17 @@ impl Router {
         let picked = self.balancer.pick(&self.replicas, &|i| {
             Self::readable(&self.replicas[i], max_lag)
         });
-        match (picked, self.fallback) {
+        let fallback = match (picked, self.fallback) {
+            (None, Fallback::Primary) => Some(self.primary()).filter(|p| p.is_available()),
+            _ => None,
+        };
+        match (picked, fallback) {
             (Some(i), _) => Ok(Route {
                 node: self.replicas[i].clone(),
                 reason: RouteReason::Balanced(self.balancer.name()),
             }),
-            (None, Fallback::Primary) if self.primary().is_available() => Ok(Route {
-                node: self.primary(),
+            (None, Some(primary)) => Ok(Route {
+                node: primary,
                 reason: RouteReason::Fallback,
             }),
             (None, _) => Err(ReplicaError::NoReplicaAvailable {
