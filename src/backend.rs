@@ -1,16 +1,77 @@
 //! Per-backend SQL: the one place where PostgreSQL, MySQL/MariaDB and SQLite differ.
 //!
 //! Everything that asks a server about itself (its role, its identity, its replication
-//! position) goes through [`Dialect`]; no other module matches on the backend.
+//! position) goes through [`Dialect`]; no other module matches on the backend. What a server
+//! says about itself ([`ServerRole`], [`Probe`]) is defined here too. Uses only the plain values
+//! of [`consistency`](crate::consistency).
 
 use std::time::{Duration, Instant};
 
 use crate::consistency::Position;
-use crate::node::{Probe, ServerRole};
 use sea_orm::{
     AccessMode, ConnectionTrait, DbBackend, DbErr, IsolationLevel, SqliteTransactionMode,
     Statement, TransactionOptions, Value,
 };
+use serde::Serialize;
+
+/// What a node's server says it is, as the monitor last saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerRole {
+    /// Not asked yet, or not reachable since it was configured (SQLite is never asked).
+    Unknown,
+    /// Takes writes: PostgreSQL not in recovery, MariaDB `read_only = 0`.
+    Primary,
+    /// A replica: PostgreSQL in recovery, MariaDB `read_only = 1`.
+    Replica,
+}
+
+impl ServerRole {
+    /// `"unknown"`, `"primary"` or `"replica"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerRole::Unknown => "unknown",
+            ServerRole::Primary => "primary",
+            ServerRole::Replica => "replica",
+        }
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            1 => ServerRole::Primary,
+            2 => ServerRole::Replica,
+            _ => ServerRole::Unknown,
+        }
+    }
+
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            ServerRole::Unknown => 0,
+            ServerRole::Primary => 1,
+            ServerRole::Replica => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for ServerRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one health check of a node found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// What the server says it is.
+    pub role: ServerRole,
+    /// The primary's term: the WAL timeline on PostgreSQL (a promotion starts a new one); 0
+    /// where there is none. A primary with a lower term than one already seen is stale.
+    pub term: u64,
+    /// How far the node has replayed (a replica) or written (a primary).
+    pub position: Position,
+    /// Replication lag; `None` when unknown (or not a replica).
+    pub lag: Option<Duration>,
+}
 
 /// How a node answers questions about itself, by backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,8 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, DbBackend};
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Balancing;
+use crate::routing::Balancing;
+pub use crate::routing::Fallback;
 use crate::ReplicaError;
 
 /// The whole configuration of a [`ReplicatedDatabase`](crate::ReplicatedDatabase).
@@ -96,7 +97,7 @@ pub struct NodeConfig {
     /// Pool options for this node.
     #[serde(default)]
     pub pool: PoolConfig,
-    /// Share of reads for the [`Weighted`](crate::policy::Weighted) balancer. Default: 1.
+    /// Share of reads for the [`Weighted`](crate::routing::Weighted) balancer. Default: 1.
     #[serde(default)]
     pub weight: Option<u32>,
 }
@@ -121,17 +122,6 @@ pub struct PoolConfig {
     pub statement_timeout_ms: Option<u64>,
     /// Log every statement through sqlx's logger. Default: false.
     pub sqlx_logging: Option<bool>,
-}
-
-/// What a read-only unit does when no replica is eligible.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Fallback {
-    /// Run on the primary, in a `READ ONLY` transaction (the default).
-    #[default]
-    Primary,
-    /// Fail with [`ReplicaError::NoReplicaAvailable`].
-    Error,
 }
 
 impl NodeConfig {
@@ -161,7 +151,7 @@ impl NodeConfig {
         self
     }
 
-    /// Sets the node's weight for the [`Weighted`](crate::policy::Weighted) balancer.
+    /// Sets the node's weight for the [`Weighted`](crate::routing::Weighted) balancer.
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = Some(weight);
         self

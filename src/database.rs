@@ -13,19 +13,21 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
-use crate::access::{Access, ReadOnly, ReadWrite};
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
-use crate::consistency::{route_read, CausalToken};
-use crate::health::{check_nodes, spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
+use crate::consistency::CausalToken;
+use crate::node::monitor::{spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
+use crate::node::stats::{HandleCounters, NodeCounters, StatsSnapshot};
+use crate::node::status::Status;
 use crate::node::{Breaker, Node, NodeParts, Role, DEFAULT_BREAKER};
-use crate::policy::{Balancer, Route, RouteReason, Router};
-use crate::scope::{
+use crate::routing::election::check_nodes;
+use crate::routing::read::route_read;
+use crate::routing::{Balancer, Balancing, Route, RouteReason, Router};
+use crate::unit::access::{Access, ReadOnly, ReadWrite, Writable};
+use crate::unit::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
 };
-use crate::statement_kind::{classify, StatementKind};
-use crate::stats::{HandleCounters, NodeCounters, StatsSnapshot};
-use crate::status::Status;
+use crate::unit::statement_kind::{classify, StatementKind};
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
 use crate::ReplicaError;
 
@@ -315,8 +317,8 @@ impl ReplicatedDatabaseBuilder {
         self
     }
 
-    /// How read-only units choose among replicas. Default: [`RoundRobin`](crate::policy::RoundRobin);
-    /// see [`policy`](crate::policy) for the others, or implement [`Balancer`].
+    /// How read-only units choose among replicas. Default: [`RoundRobin`](crate::routing::RoundRobin);
+    /// see [`routing`](crate::routing) for the others, or implement [`Balancer`].
     pub fn balancer(mut self, balancer: impl Balancer) -> Self {
         self.balancer = Some(Box::new(balancer));
         self
@@ -423,7 +425,7 @@ impl ReplicatedDatabaseBuilder {
             primaries,
             replica_nodes,
             self.balancer
-                .unwrap_or_else(|| crate::policy::Balancing::default().balancer()),
+                .unwrap_or_else(|| Balancing::default().balancer()),
             self.fallback,
             self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
             self.max_lag,
@@ -445,8 +447,7 @@ impl ReplicatedDatabaseBuilder {
             spawn_monitor(
                 Arc::downgrade(&inner),
                 interval,
-                timeout,
-                |inner: &Inner| &inner.router,
+                move |inner: Arc<Inner>| async move { check_nodes(&inner.router, timeout).await },
             );
         }
         Ok(ReplicatedDatabase { inner })
@@ -774,6 +775,8 @@ macro_rules! on_ambient {
         result
     }};
 }
+
+impl Writable for ReplicatedDatabase {}
 
 #[async_trait::async_trait]
 impl ConnectionTrait for ReplicatedDatabase {

@@ -22,60 +22,76 @@
 //!
 //! ## Architecture, one concept per module
 //!
+//! A statement's trip, top to bottom: the handle opens a unit; the unit asks routing for a node
+//! at its first statement; the node runs it; the backend knows each server's SQL. Imports flow
+//! down this table (one exception: a unit keeps its handle); [`error`] is used by everything
+//! below it, and [`consistency`] at the bottom uses nothing from the crate.
+//!
 //! | module | concept |
 //! |---|---|
-//! | [`config`] | nodes, pools, fallback; serde and environment variables |
-//! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
-//! | [`access`] | read-only / read-write as types; [`Writable`] |
-//! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
-//! | [`policy`] | routing policy: which node and why ([`RouteReason`]); balancers; primary election |
-//! | [`node`] | a node: pool, configured and reported role, circuit breaker, lag, units in flight |
-//! | [`health`] | node health: the background monitor (reachability, role, lag) |
-//! | [`status`] | the status view: every node at a glance |
-//! | [`scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
-//! | [`statement_kind`] | is a statement a read or a write |
-//! | `request_routing` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
+//! | `web` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
-//! | `causal_commit` (internal) | read-write units whose `COMMIT` carries the primary's position |
-//! | [`consistency`] | consistency positions: causal tokens (LSN, GTID) |
-//! | [`backend`] | per-backend SQL: roles, identities, replication positions |
-//! | [`stats`] | where work went |
+//! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
+//! | [`config`] | nodes, pools, fallback; serde and environment variables |
 //! | [`error`] | [`ReplicaError`] |
+//! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
+//! | &nbsp;&nbsp;[`unit::access`] | read-only / read-write as types; [`Writable`] |
+//! | &nbsp;&nbsp;[`unit::scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
+//! | &nbsp;&nbsp;[`unit::statement_kind`] | is a statement a read or a write |
+//! | &nbsp;&nbsp;`unit::causal_commit` (internal) | read-write units whose `COMMIT` carries the primary's position |
+//! | [`routing`] | which node serves a unit, and why |
+//! | &nbsp;&nbsp;[`routing::router`] | the router: [`Route`], [`RouteReason`], [`Fallback`] |
+//! | &nbsp;&nbsp;[`routing::balancer`] | [`Balancer`] and its strategies; [`Balancing`] |
+//! | &nbsp;&nbsp;`routing::election` (internal) | primary election and fencing |
+//! | &nbsp;&nbsp;`routing::read` (internal) | read routing under a [`Consistency`] (read your writes, bounded staleness) |
+//! | [`node`] | a node: pool, configured and reported role, circuit breaker, lag, units in flight |
+//! | &nbsp;&nbsp;[`node::monitor`] | node health: the background checks (reachability, role, lag) |
+//! | &nbsp;&nbsp;[`node::status`], [`node::stats`] | what we show about nodes: the status view, where work went |
+//! | [`backend`] | per-backend SQL: roles, identities, replication positions; [`ServerRole`], [`Probe`] |
+//! | [`consistency`] | plain values: positions, causal tokens (LSN, GTID), [`Consistency`] |
 #![warn(missing_docs)]
 
-pub mod access;
 pub mod backend;
-pub(crate) mod causal_commit;
 pub mod config;
 pub mod consistency;
 pub mod database;
 pub mod error;
-pub mod health;
 pub mod migrate;
 pub mod node;
-pub mod policy;
 pub mod repository;
-#[cfg(feature = "tower")]
-pub mod request_routing;
-pub mod scope;
-pub mod statement_kind;
-pub mod stats;
-pub mod status;
+pub mod routing;
 pub mod unit;
+#[cfg(feature = "tower")]
+pub mod web;
 
-pub use access::{Access, ReadOnly, ReadWrite, Writable};
 pub use config::{Fallback, NodeConfig, PoolConfig, ReplicaConfig};
 pub use consistency::{CausalToken, Consistency, Position};
 pub use database::{ReplicatedDatabase, ReplicatedDatabaseBuilder};
 pub use error::ReplicaError;
 pub use migrate::{MigrateOptions, MigrationReport};
+pub use node::stats::{NodeStats, StatsSnapshot};
+pub use node::status::{NodeStatus, Status};
 pub use node::{Node, Probe, Role, ServerRole};
-pub use policy::{
+pub use repository::{Page, Repository};
+pub use routing::{
     Balancer, Balancing, LeastInFlight, LowestLag, Random, RoundRobin, Route, RouteReason, Weighted,
 };
-pub use repository::{Page, Repository};
-pub use scope::{in_read_only_scope, read_only_scope, CausalScope};
-pub use stats::{NodeStats, StatsSnapshot};
-pub use status::{NodeStatus, Status};
+pub use unit::access::{Access, ReadOnly, ReadWrite, Writable};
+pub use unit::scope::{in_read_only_scope, read_only_scope, CausalScope};
 pub use unit::{UnitOfWork, UnitOptions};
+
+// The module paths from before the folder layout, so code written against them still compiles
+// (`sea_orm_replica::policy::RoundRobin`, `sea_orm_replica::health::DEFAULT_MONITOR_INTERVAL`,
+// `sea_orm_replica::request_routing::CausalLayer`, ...). Hidden: the table above is the map.
+#[doc(hidden)]
+pub use node::monitor as health;
+#[doc(hidden)]
+pub use node::{stats, status};
+#[doc(hidden)]
+pub use routing as policy;
+#[doc(hidden)]
+pub use unit::{access, scope, statement_kind};
+#[cfg(feature = "tower")]
+#[doc(hidden)]
+pub use web::layer as request_routing;

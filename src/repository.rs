@@ -37,7 +37,7 @@ use sea_orm::{
 };
 use serde::Serialize;
 
-use crate::access::Writable;
+use crate::unit::access::Writable;
 
 /// The model of a repository's entity.
 pub type ModelOf<R> = <<R as Repository>::Entity as EntityTrait>::Model;

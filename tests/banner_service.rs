@@ -131,8 +131,7 @@ async fn postgres_sticky_clients_read_their_writes_on_the_primary() {
         return;
     };
     let db = c.handle_with(c.all_replicas()).await;
-    let layer = sea_orm_replica::request_routing::CausalLayer::new()
-        .sticky(std::time::Duration::from_secs(5));
+    let layer = sea_orm_replica::web::CausalLayer::new().sticky(std::time::Duration::from_secs(5));
     let app = app::app_with(db.clone(), layer);
     let primary_units = |db: &sea_orm_replica::ReplicatedDatabase| {
         db.stats().node("primary").map_or(0, |n| n.units)

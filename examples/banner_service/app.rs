@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use entity::banner;
 use sea_orm::{ActiveValue::Set, DbErr};
-use sea_orm_replica::request_routing::CausalLayer;
+use sea_orm_replica::web::CausalLayer;
 use sea_orm_replica::{ReplicatedDatabase, Repository};
 use serde::{Deserialize, Serialize};
 

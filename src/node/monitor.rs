@@ -1,4 +1,5 @@
-//! Node health: the background monitor.
+//! Node health: the background monitor. It checks the nodes and records what they report; the
+//! election that follows each round belongs to [`routing`](crate::routing).
 //!
 //! One task per handle, started by the builder for PostgreSQL and MariaDB (SQLite's reader
 //! shares the writer's file and never lags). Every `interval` it checks every node at once,
@@ -8,18 +9,18 @@
 //!   a down node is checked again after its back-off, and re-admitted when it answers;
 //! - its role and term, as the server reports them (`pg_is_in_recovery()` and the WAL
 //!   timeline; `@@read_only`), from which the router elects the primary
-//!   (see [`policy`](crate::policy)): after a promotion, read-write units follow without a restart;
+//!   (see [`routing`](crate::routing)): after a promotion, read-write units follow without a restart;
 //! - its replay position and lag (bounded staleness, causal reads).
 //!
 //! The task holds only a weak reference to the handle and stops once the handle is dropped.
 
+use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::future::join_all;
 
-use crate::node::Node;
-use crate::policy::Router;
+use super::Node;
 
 /// How often the monitor checks the nodes unless told otherwise.
 pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_millis(500);
@@ -37,27 +38,23 @@ async fn check(node: &Node, timeout: Duration) {
     }
 }
 
-/// One round: checks every node that is due, all at once, then elects the primary.
-pub(crate) async fn check_nodes(router: &Router, timeout: Duration) {
+/// Checks every node of `nodes` that is due, all at once.
+pub(crate) async fn check_due<'a>(nodes: impl Iterator<Item = &'a Arc<Node>>, timeout: Duration) {
     join_all(
-        router
-            .nodes()
+        nodes
             .filter(|n| n.due_for_check())
             .map(|n| check(n, timeout)),
     )
     .await;
-    router.elect();
 }
 
-/// Spawns the monitor for `owner`'s router; it ends when `owner` is dropped.
-pub(crate) fn spawn_monitor<T, F>(
-    owner: Weak<T>,
-    interval: Duration,
-    timeout: Duration,
-    router_of: F,
-) where
+/// Spawns the monitor for `owner`: every `interval`, one `round` (checks, then the election);
+/// it ends when `owner` is dropped.
+pub(crate) fn spawn_monitor<T, F, R>(owner: Weak<T>, interval: Duration, round: F)
+where
     T: Send + Sync + 'static,
-    F: Fn(&T) -> &Router + Send + 'static,
+    F: Fn(Arc<T>) -> R + Send + 'static,
+    R: Future<Output = ()> + Send,
 {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
@@ -68,7 +65,7 @@ pub(crate) fn spawn_monitor<T, F>(
                 tracing::debug!("handle dropped: monitor stops");
                 return;
             };
-            check_nodes(router_of(&owner), timeout).await;
+            round(owner).await;
         }
     });
 }

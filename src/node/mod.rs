@@ -1,11 +1,16 @@
 //! A database node: its pool, its configured and observed role, its health (a circuit
 //! breaker), its replication lag and position, and the units in flight on it.
+//! Uses [`backend`](crate::backend) to ask a server about itself; knows nothing of routing.
 //!
 //! Health works like a circuit breaker. A connection-level failure (passive: any unit's error;
 //! active: the monitor's check) opens it at once: the node is left out of routing. It is
 //! re-admitted only when a check answers again. Checks of a down node back off exponentially
 //! (`backoff_initial`, doubling up to `backoff_max`). Without a monitor (SQLite), the first
 //! unit after the back-off is the check (half-open).
+
+pub mod monitor;
+pub mod stats;
+pub mod status;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -15,8 +20,9 @@ use sea_orm::{DatabaseConnection, DbErr};
 use serde::Serialize;
 
 use crate::backend::Dialect;
+pub use crate::backend::{Probe, ServerRole};
 use crate::consistency::Position;
-use crate::stats::NodeCounters;
+use stats::NodeCounters;
 
 /// The role a node was configured with, or reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -42,65 +48,6 @@ impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// What a node's server says it is, as the monitor last saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServerRole {
-    /// Not asked yet, or not reachable since it was configured (SQLite is never asked).
-    Unknown,
-    /// Takes writes: PostgreSQL not in recovery, MariaDB `read_only = 0`.
-    Primary,
-    /// A replica: PostgreSQL in recovery, MariaDB `read_only = 1`.
-    Replica,
-}
-
-impl ServerRole {
-    /// `"unknown"`, `"primary"` or `"replica"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerRole::Unknown => "unknown",
-            ServerRole::Primary => "primary",
-            ServerRole::Replica => "replica",
-        }
-    }
-
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => ServerRole::Primary,
-            2 => ServerRole::Replica,
-            _ => ServerRole::Unknown,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            ServerRole::Unknown => 0,
-            ServerRole::Primary => 1,
-            ServerRole::Replica => 2,
-        }
-    }
-}
-
-impl std::fmt::Display for ServerRole {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What one health check of a node found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Probe {
-    /// What the server says it is.
-    pub role: ServerRole,
-    /// The primary's term: the WAL timeline on PostgreSQL (a promotion starts a new one); 0
-    /// where there is none. A primary with a lower term than one already seen is stale.
-    pub term: u64,
-    /// How far the node has replayed (a replica) or written (a primary).
-    pub position: Position,
-    /// Replication lag; `None` when unknown (or not a replica).
-    pub lag: Option<Duration>,
 }
 
 /// Circuit-breaker settings of every node of a handle.
@@ -228,7 +175,7 @@ impl Node {
         &self.redacted_url
     }
 
-    /// The node's weight for [`Weighted`](crate::policy::Weighted) balancing (default 1).
+    /// The node's weight for [`Weighted`](crate::routing::Weighted) balancing (default 1).
     pub fn weight(&self) -> u32 {
         self.weight
     }
@@ -429,5 +376,42 @@ pub(crate) struct InFlight(std::sync::Arc<Node>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Replicas `r0`, `r1`, … with these weights; their pools are never used.
+    pub(crate) fn nodes(weights: &[u32]) -> Vec<Arc<Node>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &weight)| {
+                Arc::new(Node::new(NodeParts {
+                    name: format!("r{i}"),
+                    role: Role::Replica,
+                    redacted_url: String::new(),
+                    conn: sea_orm::DatabaseConnection::default(), // never used: no I/O here
+                    weight,
+                    statement_timeout: None,
+                    breaker: DEFAULT_BREAKER,
+                }))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_node_stays_out_until_its_backoff_passes_unmonitored() {
+        let one = nodes(&[1]);
+        assert!(one[0].is_available());
+        one[0].mark_down("connection refused");
+        assert!(!one[0].is_available() && one[0].is_down());
+        assert_eq!(one[0].last_error().as_deref(), Some("connection refused"));
+        one[0].mark_up();
+        assert!(one[0].is_available() && one[0].down_for().is_none());
     }
 }

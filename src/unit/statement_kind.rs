@@ -29,7 +29,7 @@ const KNOWN_WRITES: &[&str] = &[
 /// Classifies one SQL statement.
 ///
 /// ```
-/// use sea_orm_replica::statement_kind::{classify, StatementKind};
+/// use sea_orm_replica::unit::statement_kind::{classify, StatementKind};
 /// assert_eq!(classify("SELECT * FROM banner WHERE id = $1"), StatementKind::Read);
 /// assert_eq!(classify("INSERT INTO banner (name) VALUES ('x')"), StatementKind::Write("INSERT"));
 /// assert_eq!(classify("WITH d AS (DELETE FROM banner RETURNING *) SELECT * FROM d"), StatementKind::Write("DELETE"));

@@ -45,7 +45,7 @@
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
-use crate::{ReplicatedDatabase, UnitOfWork};
+use crate::UnitOfWork;
 
 mod sealed {
     pub trait Sealed {}
@@ -90,6 +90,5 @@ impl Access for ReadWrite {
 pub trait Writable: ConnectionTrait {}
 
 impl Writable for UnitOfWork<ReadWrite> {}
-impl Writable for ReplicatedDatabase {}
 impl Writable for DatabaseConnection {}
 impl Writable for DatabaseTransaction {}

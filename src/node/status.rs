@@ -1,12 +1,12 @@
 //! The status view: every node, its role, health, lag and load — what pgpool's
 //! `SHOW POOL_NODES` shows, from [`ReplicatedDatabase::status`](crate::ReplicatedDatabase::status).
+//! The router fills it in (it knows the current primary and which nodes are fenced).
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::node::{Node, Role, ServerRole};
-use crate::policy::Router;
+use super::{Role, ServerRole};
 
 /// One node's line in the [`Status`].
 #[derive(Debug, Clone, Serialize)]
@@ -48,28 +48,6 @@ pub struct Status {
 }
 
 impl Status {
-    pub(crate) fn collect(router: &Router) -> Self {
-        let primary = router.primary();
-        let line = |n: &Node| NodeStatus {
-            name: n.name().to_owned(),
-            url: n.url().to_owned(),
-            configured: n.role(),
-            server_role: n.server_role(),
-            current_primary: std::ptr::eq(n, &*primary),
-            fenced: router.is_fenced(n),
-            up: !n.is_down(),
-            down_for: n.down_for(),
-            last_error: n.last_error().filter(|_| n.is_down()),
-            lag: n.lag().filter(|_| n.server_role() != ServerRole::Primary),
-            term: n.term(),
-            in_flight: n.in_flight(),
-            units: n.counters.units.load(std::sync::atomic::Ordering::Relaxed),
-        };
-        Status {
-            nodes: router.nodes().map(|n| line(n)).collect(),
-        }
-    }
-
     /// The line of the node called `name`.
     pub fn node(&self, name: &str) -> Option<&NodeStatus> {
         self.nodes.iter().find(|n| n.name == name)

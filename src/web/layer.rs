@@ -9,7 +9,7 @@
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use http::Method;
-//! use sea_orm_replica::request_routing::{CausalLayer, RequestAccess};
+//! use sea_orm_replica::web::{CausalLayer, RequestAccess};
 //!
 //! let app: Router = Router::new()
 //!     .route("/banners", get(|| async { "…" }))

@@ -1,4 +1,6 @@
-//! The lazy unit of work.
+//! The lazy unit of work: what a unit promises, its access mode as a type, task-scoped routing,
+//! and the read/write check of a statement. Uses [`routing`](crate::routing) to pick its node
+//! at the first statement, and the handle for its router and counters.
 //!
 //! Opening a [`UnitOfWork`] takes nothing from any pool. Its first statement picks the node
 //! (read-write → primary; read-only → a replica), takes a connection and, where the unit needs
@@ -20,6 +22,11 @@
 //! * A read-only unit that falls back to the primary (no replica available) always runs in a
 //!   `READ ONLY` transaction, so the server refuses writes too.
 
+pub mod access;
+pub(crate) mod causal_commit;
+pub mod scope;
+pub mod statement_kind;
+
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -36,14 +43,16 @@ use sea_orm::{
 use tokio::sync::OnceCell;
 use tracing::{field::Empty, Instrument, Span};
 
-use crate::access::{Access, ReadWrite};
-use crate::causal_commit::OwnTxn;
-use crate::consistency::{route_read, CausalToken, Consistency};
+use access::{Access, ReadWrite};
+use causal_commit::OwnTxn;
+use scope::{note_write, read_consistency, record_write, wants_tokens};
+use statement_kind::{classify, StatementKind};
+
+use crate::consistency::{CausalToken, Consistency};
+use crate::node::stats::NodeCounters;
 use crate::node::InFlight;
-use crate::policy::{Route, RouteReason};
-use crate::scope::{note_write, read_consistency, record_write, wants_tokens};
-use crate::statement_kind::{classify, StatementKind};
-use crate::stats::NodeCounters;
+use crate::routing::read::route_read;
+use crate::routing::{Route, RouteReason};
 use crate::{ReplicaError, ReplicatedDatabase};
 
 /// Options of one unit of work.
@@ -169,7 +178,7 @@ enum Active {
     /// One transaction (or savepoint) on the node.
     Txn(Route, DatabaseTransaction),
     /// A read-write transaction on a connection the unit holds, whose commit carries the
-    /// primary's position (see [`causal_commit`](crate::causal_commit)); `Some` savepoint for a
+    /// primary's position (see [`causal_commit`](crate::unit::causal_commit)); `Some` savepoint for a
     /// nested unit.
     Own(Route, Arc<OwnTxn>, Option<Savepoint>),
 }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::consistency::{CausalToken, Consistency, Position};
-use crate::policy::Route;
+use crate::routing::Route;
 
 tokio::task_local! {
     static SCOPE: Arc<ScopeState>;
