@@ -73,6 +73,9 @@ pub struct Probe {
     pub lag: Option<Duration>,
 }
 
+/// The name of the column that [`Dialect::position_sql`] reads the position into.
+pub const POSITION_COLUMN: &str = "sor_position";
+
 /// How a node answers questions about itself, by backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialect(pub DbBackend);
@@ -185,14 +188,64 @@ impl Dialect {
         self.read_position(conn, sql).await
     }
 
-    /// One simple-query message that commits and then reads the primary's position, so a
-    /// causal token costs no extra round trip. `None` where there are no positions.
-    pub fn commit_and_position_sql(self) -> Option<&'static str> {
+    /// The query that reads the primary's position, its one column named
+    /// [`POSITION_COLUMN`]; `None` where there are no positions.
+    pub fn position_sql(self) -> Option<&'static str> {
         match self.0 {
-            DbBackend::Postgres => Some("COMMIT; SELECT pg_current_wal_insert_lsn()::text"),
-            DbBackend::MySql => Some("COMMIT; SELECT CAST(@@gtid_binlog_pos AS CHAR)"),
+            DbBackend::Postgres => Some("SELECT pg_current_wal_insert_lsn()::text AS sor_position"),
+            DbBackend::MySql => Some("SELECT CAST(@@gtid_binlog_pos AS CHAR) AS sor_position"),
             _ => None,
         }
+    }
+
+    /// How a held transaction begins (PostgreSQL, MariaDB).
+    pub fn begin_sql(self, read_only: bool, isolation: Option<IsolationLevel>) -> String {
+        let mode = if read_only { "READ ONLY" } else { "READ WRITE" };
+        match (self.0, isolation) {
+            (DbBackend::MySql, Some(level)) => {
+                format!("SET TRANSACTION ISOLATION LEVEL {level}; START TRANSACTION {mode}")
+            }
+            (DbBackend::MySql, None) => format!("START TRANSACTION {mode}"),
+            (_, Some(level)) => format!("BEGIN ISOLATION LEVEL {level}, {mode}"),
+            (_, None) => format!("BEGIN {mode}"),
+        }
+    }
+
+    /// What undoes a unit's changes to its session, sent in the same message right after the
+    /// transaction ends, so that nothing one unit set reaches the next unit on the same
+    /// connection. PostgreSQL: role and session authorization, every setting (`RESET ALL`
+    /// restores what the connection was opened with, e.g. `default_transaction_read_only`),
+    /// cursors, listeners, advisory locks, temporary tables, sequence caches. MariaDB: named
+    /// locks (what else a session may hold there — user variables, prepared statements,
+    /// session variables — makes the unit close the connection instead).
+    pub fn session_reset_sql(self) -> Option<&'static str> {
+        match self.0 {
+            DbBackend::Postgres => Some(
+                "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; \
+                 SELECT pg_advisory_unlock_all() AS sor_reset; DISCARD TEMP; DISCARD SEQUENCES",
+            ),
+            DbBackend::MySql => Some("SELECT RELEASE_ALL_LOCKS() AS sor_reset"),
+            _ => None,
+        }
+    }
+
+    /// The one message that ends a held transaction: `end` (`COMMIT` or `ROLLBACK`), the
+    /// session reset, then `position` if asked. If `end` fails the server skips the rest and
+    /// the caller sees the error: nothing was committed. (A failure after a successful
+    /// `COMMIT` — the connection lost mid-message — reports an error for a commit that
+    /// happened: never the other way round, so no acknowledged write is lost.)
+    pub fn end_transaction_sql(self, end: &str, position: Option<&str>) -> String {
+        let mut sql = String::with_capacity(256);
+        sql.push_str(end);
+        if let Some(reset) = self.session_reset_sql() {
+            sql.push_str("; ");
+            sql.push_str(reset);
+        }
+        if let Some(position) = position {
+            sql.push_str("; ");
+            sql.push_str(position);
+        }
+        sql
     }
 
     /// What makes a transaction's commit wait until synchronous replicas have applied it, sent

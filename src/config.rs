@@ -20,9 +20,11 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, DbBackend};
+use sea_orm::DbBackend;
 use serde::{Deserialize, Serialize};
 
+use crate::node::pools::{PoolSettings, Target};
+use crate::node::Role;
 use crate::routing::Balancing;
 pub use crate::routing::Fallback;
 use crate::ReplicaError;
@@ -100,6 +102,13 @@ pub struct NodeConfig {
     /// Share of reads for the [`Weighted`](crate::routing::Weighted) balancer. Default: 1.
     #[serde(default)]
     pub weight: Option<u32>,
+    /// Log read-only sessions in as this user instead of the URL's (recommended: a role with
+    /// no write grants and no superuser; see the README).
+    #[serde(default)]
+    pub read_only_user: Option<String>,
+    /// The password of [`read_only_user`](Self::read_only_user).
+    #[serde(default)]
+    pub read_only_password: Option<String>,
 }
 
 /// Pool options of one node. Unset fields keep SeaORM's defaults.
@@ -122,7 +131,14 @@ pub struct PoolConfig {
     pub statement_timeout_ms: Option<u64>,
     /// Log every statement through sqlx's logger. Default: false.
     pub sqlx_logging: Option<bool>,
+    /// Largest number of read-only sessions: on a primary, the small pool that read-only
+    /// units falling back to it use (default 4, at most `max_connections`); on a replica, its
+    /// main pool (default `max_connections`).
+    pub read_only_max_connections: Option<u32>,
 }
+
+/// Read-only sessions a primary keeps for fallback reads unless told otherwise.
+pub const DEFAULT_PRIMARY_READ_ONLY_POOL: u32 = 4;
 
 impl NodeConfig {
     /// A node with SeaORM's default pool options.
@@ -148,6 +164,19 @@ impl NodeConfig {
     /// Sets the largest number of pooled connections.
     pub fn max_connections(mut self, n: u32) -> Self {
         self.pool.max_connections = Some(n);
+        self
+    }
+
+    /// Read-only sessions log in with these credentials instead of the URL's: give them a
+    /// role without write grants and without superuser, so the server refuses writes even
+    /// where a read-only session would not stop them.
+    pub fn read_only_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: Option<String>,
+    ) -> Self {
+        self.read_only_user = Some(user.into());
+        self.read_only_password = password;
         self
     }
 
@@ -296,33 +325,44 @@ impl ValidNode {
         })
     }
 
-    /// SeaORM connect options for this node.
-    pub(crate) fn connect_options(&self) -> ConnectOptions {
-        let mut opts = ConnectOptions::new(self.config.url.clone());
+    /// The driver's options for this node's URL (with the read-only credentials for
+    /// read-only sessions applied by [`pools`](crate::node::pools)).
+    pub(crate) fn target(&self) -> Result<Target, ReplicaError> {
+        Target::parse(&self.config.url, self.backend).map_err(|reason| ReplicaError::InvalidUrl {
+            node: self.name.clone(),
+            url: self.redacted_url.clone(),
+            reason,
+        })
+    }
+
+    /// Pool settings of this node's read-write (`read_only == false`) or read-only pool. A
+    /// primary keeps a small read-only pool for fallback reads; a replica's read-only pool is
+    /// its main one.
+    pub(crate) fn pool_settings(&self, role: Role, read_only: bool) -> PoolSettings {
         let pool = &self.config.pool;
-        opts.sqlx_logging(pool.sqlx_logging.unwrap_or(false));
-        if let Some(n) = pool.max_connections {
-            opts.max_connections(n);
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
+        let max_connections = match (read_only, role) {
+            (true, Role::Primary) => Some(
+                pool.read_only_max_connections
+                    .unwrap_or(DEFAULT_PRIMARY_READ_ONLY_POOL)
+                    .min(pool.max_connections.unwrap_or(u32::MAX)),
+            ),
+            (true, Role::Replica) => pool.read_only_max_connections.or(pool.max_connections),
+            (false, _) => pool.max_connections,
+        };
+        PoolSettings {
+            max_connections,
+            min_connections: pool.min_connections,
+            acquire_timeout: ms(pool.acquire_timeout_ms.or(pool.connect_timeout_ms)),
+            idle_timeout: ms(pool.idle_timeout_ms),
+            max_lifetime: ms(pool.max_lifetime_ms),
+            statement_timeout: ms(pool.statement_timeout_ms),
+            logging: pool.sqlx_logging.unwrap_or(false),
+            credentials: read_only
+                .then(|| self.config.read_only_user.clone())
+                .flatten()
+                .map(|user| (user, self.config.read_only_password.clone())),
         }
-        if let Some(n) = pool.min_connections {
-            opts.min_connections(n);
-        }
-        if let Some(ms) = pool.connect_timeout_ms {
-            opts.connect_timeout(Duration::from_millis(ms));
-        }
-        if let Some(ms) = pool.acquire_timeout_ms {
-            opts.acquire_timeout(Duration::from_millis(ms));
-        }
-        if let Some(ms) = pool.idle_timeout_ms {
-            opts.idle_timeout(Duration::from_millis(ms));
-        }
-        if let Some(ms) = pool.max_lifetime_ms {
-            opts.max_lifetime(Duration::from_millis(ms));
-        }
-        if let Some(ms) = pool.statement_timeout_ms {
-            opts.statement_timeout(Duration::from_millis(ms));
-        }
-        opts
     }
 }
 

@@ -5,17 +5,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sqlx::sqlite::SqliteJournalMode;
 use sea_orm::{
-    AccessMode, ConnectionTrait, Database, DatabaseConnection, DatabaseConnectionType,
-    DatabaseTransaction, DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement,
-    StreamTrait, TransactionError, TransactionOptions, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction,
+    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, StreamTrait,
+    TransactionError, TransactionOptions, TransactionTrait,
 };
 use tracing::Instrument;
 
 use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
 use crate::consistency::CausalToken;
 use crate::node::monitor::{spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
+use crate::node::pools::{PoolSettings, Pools};
 use crate::node::stats::{HandleCounters, NodeCounters, StatsSnapshot};
 use crate::node::status::Status;
 use crate::node::{Breaker, Node, NodeParts, Role, DEFAULT_BREAKER};
@@ -28,6 +28,7 @@ use crate::unit::scope::{
     record_write, wants_tokens,
 };
 use crate::unit::statement_kind::{classify, StatementKind};
+use crate::unit::txn::OwnTxn;
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
 use crate::ReplicaError;
 
@@ -116,10 +117,39 @@ impl Prepared {
         }
     }
 
-    async fn open(mut self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
-        let conn = match (self.conn.take(), &self.config) {
-            (Some(conn), _) => conn,
-            (None, Some(valid)) => connect_node(valid, role).await?,
+    /// Builds the node's pools (lazily: nothing is connected yet, see
+    /// [`pools`](crate::node::pools)). An SQLite primary is opened at once, so that its file
+    /// exists (and is in WAL mode) before any read-only session opens it.
+    async fn open(self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
+        let pools = match (&self.conn, &self.config) {
+            (Some(conn), _) => {
+                Pools::around(conn.clone(), &PoolSettings::default()).ok_or_else(|| {
+                    ReplicaError::Config(format!(
+                        "node `{}`: the connection handed to the builder is not an sqlx pool",
+                        self.name
+                    ))
+                })?
+            }
+            (None, Some(valid)) => {
+                let target = valid.target()?;
+                let pools = Pools::open(
+                    &target,
+                    &valid.pool_settings(role, false),
+                    &valid.pool_settings(role, true),
+                );
+                if valid.backend == DbBackend::Sqlite && role == Role::Primary {
+                    pools
+                        .rw
+                        .ping()
+                        .await
+                        .map_err(|source| ReplicaError::Unreachable {
+                            node: self.name.clone(),
+                            url: self.redacted_url.clone(),
+                            source,
+                        })?;
+                }
+                pools
+            }
             (None, None) => {
                 return Err(ReplicaError::Config(format!(
                     "node `{}` has neither URL nor pool",
@@ -127,42 +157,18 @@ impl Prepared {
                 )))
             }
         };
-        Ok(self.into_node(conn, role, breaker))
-    }
-
-    /// Like [`open`](Self::open), for a failover candidate: one that cannot be reached now is
-    /// kept, down, with a lazy pool, so the monitor finds it once it comes up.
-    async fn open_or_down(self, role: Role, breaker: Breaker) -> Result<Arc<Node>, ReplicaError> {
-        let Some(valid) = self.config.clone() else {
-            return self.open(role, breaker).await;
-        };
-        match connect_node(&valid, role).await {
-            Ok(conn) => Ok(self.into_node(conn, role, breaker)),
-            Err(ReplicaError::Unreachable { source, .. }) => {
-                let mut opts = valid.connect_options();
-                opts.connect_lazy(true);
-                let conn = Database::connect(opts).await?;
-                let node = self.into_node(conn, role, breaker);
-                node.mark_down(&format!("unreachable at start: {source}"));
-                Ok(node)
-            }
-            Err(err) => Err(err),
-        }
-    }
-
-    fn into_node(self, conn: DatabaseConnection, role: Role, breaker: Breaker) -> Arc<Node> {
         let config = self.config.as_ref().map(|c| &c.config);
-        Arc::new(Node::new(NodeParts {
-            name: self.name,
-            role,
-            redacted_url: self.redacted_url,
-            conn,
+        Ok(Arc::new(Node::new(NodeParts {
             weight: config.and_then(|c| c.weight).unwrap_or(1),
             statement_timeout: config
                 .and_then(|c| c.pool.statement_timeout_ms)
                 .map(Duration::from_millis),
+            name: self.name,
+            role,
+            redacted_url: self.redacted_url,
+            pools,
             breaker,
-        }))
+        })))
     }
 }
 
@@ -408,7 +414,7 @@ impl ReplicatedDatabaseBuilder {
         let breaker = self.breaker.unwrap_or(DEFAULT_BREAKER);
         let mut primaries = vec![primary.open(Role::Primary, breaker).await?];
         for c in candidates {
-            primaries.push(c.open_or_down(Role::Primary, breaker).await?);
+            primaries.push(c.open(Role::Primary, breaker).await?);
         }
         let mut replica_nodes = Vec::with_capacity(replicas.len());
         for r in replicas {
@@ -442,8 +448,19 @@ impl ReplicatedDatabaseBuilder {
             for node in inner.router.nodes() {
                 node.set_monitored();
             }
-            // know every node's role and lag before the first unit
+            // know every node's role and lag before the first unit; a node that does not
+            // answer starts down (the monitor brings it in), unless none answers at all
             check_nodes(&inner.router, timeout).await;
+            if inner.router.nodes().all(|n| n.is_down()) {
+                let primary = inner.router.primary();
+                return Err(ReplicaError::Unreachable {
+                    node: primary.name().to_owned(),
+                    url: primary.url().to_owned(),
+                    source: DbErr::Conn(sea_orm::RuntimeErr::Internal(
+                        primary.last_error().unwrap_or_default(),
+                    )),
+                });
+            }
             spawn_monitor(
                 Arc::downgrade(&inner),
                 interval,
@@ -456,49 +473,6 @@ impl ReplicatedDatabaseBuilder {
 
 fn is_sqlite_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
-}
-
-/// Opens one node's pool. SQLite gets one writer connection in WAL mode, and readers that
-/// open the file read-only.
-async fn connect_node(node: &ValidNode, role: Role) -> Result<DatabaseConnection, ReplicaError> {
-    let mut opts = node.connect_options();
-    if node.backend == DbBackend::Sqlite {
-        let memory = is_sqlite_memory(&node.config.url);
-        match role {
-            Role::Primary => {
-                if node.config.pool.max_connections.is_none() {
-                    opts.max_connections(1);
-                }
-                opts.map_sqlx_sqlite_opts(move |o| {
-                    let o = o
-                        .create_if_missing(true)
-                        .busy_timeout(std::time::Duration::from_secs(5));
-                    if memory {
-                        o
-                    } else {
-                        o.journal_mode(SqliteJournalMode::Wal)
-                    }
-                });
-            }
-            Role::Replica => {
-                if node.config.pool.max_connections.is_none() {
-                    opts.max_connections(4);
-                }
-                opts.map_sqlx_sqlite_opts(|o| {
-                    o.read_only(true)
-                        .pragma("query_only", "ON")
-                        .busy_timeout(std::time::Duration::from_secs(5))
-                });
-            }
-        }
-    }
-    Database::connect(opts)
-        .await
-        .map_err(|source| ReplicaError::Unreachable {
-            node: node.name.clone(),
-            url: node.redacted_url.clone(),
-            source,
-        })
 }
 
 impl ReplicatedDatabase {
@@ -707,7 +681,7 @@ impl ReplicatedDatabase {
         NodeCounters::bump(&route.node.counters.units);
         if matches!(
             route.reason,
-            RouteReason::Fallback | RouteReason::NotReplayed
+            RouteReason::Fallback | RouteReason::NotReplayed | RouteReason::TooFarBehind
         ) {
             self.counters()
                 .fallbacks
@@ -728,6 +702,7 @@ impl ReplicatedDatabase {
             .dialect()
             .current_position(primary.connection())
             .await?;
+        primary.observe_written(&position);
         record_write(&CausalToken::new(position));
         Ok(())
     }
@@ -748,10 +723,29 @@ macro_rules! on_ambient {
         NodeCounters::bump(&node.counters.statements);
         NodeCounters::bump(&node.counters.acquisitions);
         let result = match &route {
+            // read-only work on the primary: a READ ONLY transaction on its read-only sessions
+            Some(route)
+                if route.reason.is_read_only_on_primary() && OwnTxn::supports(node.dialect().0) =>
+            {
+                let txn = node
+                    .bounded(OwnTxn::begin(node.read_connection(), true, None, None))
+                    .await?;
+                let result = {
+                    let $c = &txn;
+                    node.bounded($call).await
+                };
+                match result {
+                    Ok(value) => node.bounded(txn.commit()).await.map(|_| value),
+                    Err(err) => {
+                        let _ = txn.rollback().await;
+                        Err(err)
+                    }
+                }
+            }
             Some(route) if route.reason.is_read_only_on_primary() => {
                 let options = node.dialect().transaction_options(true, None);
                 let txn = node
-                    .bounded(node.connection().begin_with_options(options))
+                    .bounded(node.read_connection().begin_with_options(options))
                     .await?;
                 let result = {
                     let $c = &txn;
@@ -762,7 +756,11 @@ macro_rules! on_ambient {
                     Err(err) => Err(err),
                 }
             }
-            _ => {
+            Some(_) => {
+                let $c = node.read_connection();
+                node.bounded($call).await
+            }
+            None => {
                 let $c = node.connection();
                 node.bounded($call).await
             }
@@ -789,6 +787,11 @@ impl ConnectionTrait for ReplicatedDatabase {
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        if in_read_only_scope() {
+            // one statement per call: the extended (prepared) protocol refuses more
+            let stmt = Statement::from_string(self.inner.backend, sql);
+            return on_ambient!(self, sql, |c| c.execute_raw(stmt));
+        }
         on_ambient!(self, sql, |c| c.execute_unprepared(sql))
     }
 
@@ -808,22 +811,26 @@ impl StreamTrait for ReplicatedDatabase {
         self.inner.backend
     }
 
-    /// Streams from the primary, or in a read-only scope from the scope's node. (A stream on
-    /// the primary in a read-only scope is checked by the write guard only; it is not wrapped
-    /// in a `READ ONLY` transaction.)
+    /// Streams from the primary, or in a read-only scope from the scope's node, on its
+    /// read-only sessions (on the primary too: the server holds the session read-only).
     fn stream_raw<'a>(
         &'a self,
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
             let route = self.ambient(&stmt.sql).await?;
-            let node: Arc<Node> = match route {
-                Some(route) => route.node,
-                None => self.router().writable_primary()?,
+            let (node, read_only): (Arc<Node>, bool) = match route {
+                Some(route) => (route.node, true),
+                None => (self.router().writable_primary()?, false),
             };
             NodeCounters::bump(&node.counters.statements);
             NodeCounters::bump(&node.counters.acquisitions);
-            node.bounded(node.connection().stream_raw(stmt)).await
+            let pool = if read_only {
+                node.read_connection()
+            } else {
+                node.connection()
+            };
+            node.bounded(pool.stream_raw(stmt)).await
         })
     }
 }
@@ -835,7 +842,10 @@ impl ReplicatedDatabase {
             return Ok((self.router().writable_primary()?.connection().clone(), None));
         }
         let route = self.scope_route().await?;
-        Ok((route.node.connection().clone(), Some(AccessMode::ReadOnly)))
+        Ok((
+            route.node.read_connection().clone(),
+            Some(AccessMode::ReadOnly),
+        ))
     }
 }
 

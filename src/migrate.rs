@@ -83,7 +83,7 @@ impl ReplicatedDatabase {
             let position = dialect.current_position(primary.connection()).await?;
             for replica in self.replicas() {
                 if !dialect
-                    .wait_replayed(replica.connection(), &position, timeout)
+                    .wait_replayed(replica.read_connection(), &position, timeout)
                     .await?
                 {
                     return Err(ReplicaError::CatchUpTimeout {

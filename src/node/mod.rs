@@ -9,6 +9,7 @@
 //! unit after the back-off is the check (half-open).
 
 pub mod monitor;
+pub(crate) mod pools;
 pub mod stats;
 pub mod status;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 use crate::backend::Dialect;
 pub use crate::backend::{Probe, ServerRole};
 use crate::consistency::Position;
+use pools::Pools;
 use stats::NodeCounters;
 
 /// The role a node was configured with, or reports.
@@ -65,7 +67,7 @@ pub struct Node {
     name: String,
     role: Role,
     redacted_url: String,
-    conn: DatabaseConnection,
+    pools: Pools,
     weight: u32,
     /// Client-side bound on one statement (the server-side `statement_timeout` plus a grace),
     /// so a node that stops answering cannot hold a caller.
@@ -95,6 +97,13 @@ pub struct Node {
     replayed: RwLock<Position>,
     /// Replication lag in milliseconds as last measured; `u64::MAX` while unknown.
     lag_ms: AtomicU64,
+    /// The highest position this node is known to have written while it was the primary: its
+    /// own position at the monitor's checks, and every commit position read from it. Kept
+    /// apart from `replayed`, so a demoted primary's lost writes never count as replayed.
+    written: RwLock<Position>,
+    /// Serialises on-demand reads of the primary's position (for a token beyond `written`);
+    /// holds when the last one started.
+    written_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 const LAG_UNKNOWN: u64 = u64::MAX;
@@ -113,7 +122,7 @@ pub(crate) struct NodeParts {
     pub name: String,
     pub role: Role,
     pub redacted_url: String,
-    pub conn: DatabaseConnection,
+    pub pools: Pools,
     pub weight: u32,
     pub statement_timeout: Option<Duration>,
     pub breaker: Breaker,
@@ -129,7 +138,7 @@ impl Node {
             name: parts.name,
             role: parts.role,
             redacted_url: parts.redacted_url,
-            conn: parts.conn,
+            pools: parts.pools,
             weight: parts.weight.max(1),
             statement_bound: parts.statement_timeout.map(|t| t + STATEMENT_GRACE),
             counters: NodeCounters::default(),
@@ -147,6 +156,8 @@ impl Node {
             checks: AtomicU64::new(0),
             replayed: RwLock::new(Position::None),
             lag_ms: AtomicU64::new(LAG_UNKNOWN),
+            written: RwLock::new(Position::None),
+            written_refresh: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -185,14 +196,23 @@ impl Node {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// The node's SeaORM connection pool. Statements run here bypass routing and stats.
+    /// The node's read-write SeaORM connection pool (migrations, read-write units).
+    /// Statements run here bypass routing and stats.
     pub fn connection(&self) -> &DatabaseConnection {
-        &self.conn
+        &self.pools.rw
+    }
+
+    /// The node's read-only pool: sessions the server holds read-only (PostgreSQL
+    /// `default_transaction_read_only`, MariaDB `SET SESSION TRANSACTION READ ONLY`, SQLite
+    /// opened read-only with `query_only`). Every read-only unit runs here, never on
+    /// [`connection`](Self::connection).
+    pub fn read_connection(&self) -> &DatabaseConnection {
+        &self.pools.ro
     }
 
     /// The node's SQL dialect.
     pub fn dialect(&self) -> Dialect {
-        Dialect(self.conn.get_database_backend())
+        Dialect(self.pools.rw.get_database_backend())
     }
 
     fn now_ms(&self) -> u64 {
@@ -281,8 +301,10 @@ impl Node {
         self.observed.store(probe.role.to_u8(), Ordering::Relaxed);
         self.term.store(probe.term, Ordering::Relaxed);
         self.set_lag(probe.lag);
-        if probe.role == ServerRole::Replica {
-            self.observe_position(&probe.position);
+        match probe.role {
+            ServerRole::Replica => self.observe_position(&probe.position),
+            ServerRole::Primary => self.observe_written(&probe.position),
+            _ => {}
         }
         self.mark_up();
     }
@@ -355,6 +377,36 @@ impl Node {
         *known = known.merge(seen);
     }
 
+    /// The highest position this node is known to have written as the primary (the monitor's
+    /// checks and the commits read from it). Causal tokens beyond the current primary's
+    /// position are refused; see [`routing`](crate::routing).
+    pub fn written_position(&self) -> Position {
+        self.written
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// True when this node is known to have written (as the primary) up to `wanted`.
+    pub(crate) fn has_written(&self, wanted: &Position) -> bool {
+        self.written
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .has_reached(wanted)
+    }
+
+    /// Records a position read from this node as the primary (keeping the later one).
+    pub(crate) fn observe_written(&self, seen: &Position) {
+        let mut known = self.written.write().unwrap_or_else(|p| p.into_inner());
+        *known = known.merge(seen);
+    }
+
+    /// The lock that serialises on-demand reads of this node's written position; it holds
+    /// when the last read started.
+    pub(crate) fn written_refresh(&self) -> &tokio::sync::Mutex<Option<Instant>> {
+        &self.written_refresh
+    }
+
     /// Looks at an error from this node; a connection-level one opens its circuit.
     pub(crate) fn observe_error(&self, err: &DbErr) {
         if crate::ReplicaError::is_connection_level(err) {
@@ -395,7 +447,7 @@ pub(crate) mod tests {
                     name: format!("r{i}"),
                     role: Role::Replica,
                     redacted_url: String::new(),
-                    conn: sea_orm::DatabaseConnection::default(), // never used: no I/O here
+                    pools: Pools::unused(), // never used: no I/O here
                     weight,
                     statement_timeout: None,
                     breaker: DEFAULT_BREAKER,

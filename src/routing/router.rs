@@ -42,6 +42,10 @@ pub enum RouteReason {
     WaitedForReplay,
     /// A read-only unit with a causal token no replica replayed in time: the primary, read only.
     NotReplayed,
+    /// A read-only unit with a causal token that no replica has, where every replica is
+    /// measured (by the monitor) further behind than the unit may wait: the primary at once,
+    /// read only, without asking or waiting (MaxScale's `causal_reads=fast`).
+    TooFarBehind,
     /// A read-only unit that asked for the primary: the primary, read only.
     PrimaryRequested,
 }
@@ -58,6 +62,9 @@ impl RouteReason {
             RouteReason::CaughtUp => "causal token: replica has replayed it",
             RouteReason::WaitedForReplay => "causal token: waited for replica to replay it",
             RouteReason::NotReplayed => "causal token: not replayed in time; primary, read only",
+            RouteReason::TooFarBehind => {
+                "causal token: every replica lags more than the wait; primary at once, read only"
+            }
             RouteReason::PrimaryRequested => "primary requested: primary, read only",
         }
     }
@@ -69,6 +76,7 @@ impl RouteReason {
             RouteReason::NoReplicas
                 | RouteReason::Fallback
                 | RouteReason::NotReplayed
+                | RouteReason::TooFarBehind
                 | RouteReason::PrimaryRequested
         )
     }

@@ -23,9 +23,9 @@
 //!   `READ ONLY` transaction, so the server refuses writes too.
 
 pub mod access;
-pub(crate) mod causal_commit;
 pub mod scope;
 pub mod statement_kind;
+pub(crate) mod txn;
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -44,9 +44,9 @@ use tokio::sync::OnceCell;
 use tracing::{field::Empty, Instrument, Span};
 
 use access::{Access, ReadWrite};
-use causal_commit::OwnTxn;
 use scope::{note_write, read_consistency, record_write, wants_tokens};
 use statement_kind::{classify, StatementKind};
+use txn::OwnTxn;
 
 use crate::consistency::{CausalToken, Consistency};
 use crate::node::stats::NodeCounters;
@@ -178,7 +178,7 @@ enum Active {
     /// One transaction (or savepoint) on the node.
     Txn(Route, DatabaseTransaction),
     /// A read-write transaction on a connection the unit holds, whose commit carries the
-    /// primary's position (see [`causal_commit`](crate::unit::causal_commit)); `Some` savepoint for a
+    /// primary's position (see [`txn`](crate::unit::txn)); `Some` savepoint for a
     /// nested unit.
     Own(Route, Arc<OwnTxn>, Option<Savepoint>),
 }
@@ -387,7 +387,7 @@ impl<A: Access> UnitOfWork<A> {
         }
         if matches!(
             route.reason,
-            RouteReason::Fallback | RouteReason::NotReplayed
+            RouteReason::Fallback | RouteReason::NotReplayed | RouteReason::TooFarBehind
         ) {
             self.db
                 .counters()
@@ -451,28 +451,31 @@ impl<A: Access> UnitOfWork<A> {
                 .map_err(|why| DbErr::from(ReplicaError::Config(why.into())))?,
             _ => None,
         };
-        let own = !A::READ_ONLY
-            && (self.options.causal || wants_tokens() || sync_sql.is_some())
-            && OwnTxn::supports(route.node.dialect().0);
-        let active = if own {
-            let node = &route.node;
+        let node = &route.node;
+        // read-only work only ever runs on the node's read-only sessions
+        let pool = if A::READ_ONLY {
+            node.read_connection()
+        } else {
+            node.connection()
+        };
+        let active = if in_txn && OwnTxn::supports(node.dialect().0) {
             NodeCounters::bump(&node.counters.acquisitions);
             let txn = node
                 .bounded(Box::pin(OwnTxn::begin(
-                    node.connection(),
+                    pool,
+                    A::READ_ONLY,
                     self.options.isolation,
                     sync_sql,
                 )))
                 .await?;
             Active::Own(route, Arc::new(txn), None)
         } else if in_txn {
-            let node = &route.node;
             NodeCounters::bump(&node.counters.acquisitions);
             let options = node
                 .dialect()
                 .transaction_options(A::READ_ONLY, self.options.isolation);
             let txn = node
-                .bounded(Box::pin(node.connection().begin_with_options(options)))
+                .bounded(Box::pin(pool.begin_with_options(options)))
                 .await?;
             Active::Txn(route, txn)
         } else {
@@ -609,6 +612,8 @@ impl<A: Access> UnitOfWork<A> {
                 .bounded(txn.commit_with_position())
                 .instrument(span)
                 .await?;
+            // the primary has written this far: tokens up to here are real
+            route.node.observe_written(&position);
             return Ok(CausalToken::new(position));
         }
         self.commit_only().await?;
@@ -617,6 +622,7 @@ impl<A: Access> UnitOfWork<A> {
             .bounded(node.dialect().current_position(node.connection()))
             .instrument(span)
             .await?;
+        node.observe_written(&position);
         Ok(CausalToken::new(position))
     }
 }
@@ -649,7 +655,7 @@ macro_rules! on_active {
             let result = match active {
                 Active::Pool(_) => {
                     NodeCounters::bump(&node.counters.acquisitions);
-                    let $c = node.connection();
+                    let $c = node.read_connection();
                     node.bounded(Box::pin($call))
                         .instrument($self.span.clone())
                         .await
@@ -699,6 +705,11 @@ impl<A: Access> ConnectionTrait for UnitOfWork<A> {
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        if A::READ_ONLY {
+            // one statement per call: the extended (prepared) protocol refuses more
+            let stmt = Statement::from_string(self.db.backend(), sql);
+            return on_active!(self, sql, stmt, |c, s| c.execute_raw(s));
+        }
         on_active!(self, sql, sql, |c, s| c.execute_unprepared(s))
     }
 

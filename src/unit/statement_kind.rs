@@ -61,6 +61,39 @@ pub fn classify(sql: &str) -> StatementKind {
     StatementKind::Read
 }
 
+/// True when `sql`, run in a read-write unit, may leave session state that the
+/// transaction's closing message does not undo (see
+/// [`Dialect::session_reset_sql`](crate::backend::Dialect::session_reset_sql)): the unit's
+/// connection is then closed instead of pooled. Errs towards closing.
+pub(crate) fn may_leave_session_state(sql: &str, backend: sea_orm::DbBackend) -> bool {
+    let mut words = Words::new(sql);
+    let Some(first) = words.next() else {
+        return false;
+    };
+    let is = |k: &str| first.eq_ignore_ascii_case(k);
+    // statements whose effect outlives the transaction and that no reset undoes
+    if is("PREPARE") || is("DEALLOCATE") || is("DISCARD") || is("LOAD") || is("DO") || is("CALL") {
+        return true;
+    }
+    match backend {
+        sea_orm::DbBackend::MySql => {
+            is("SET")
+                || is("EXECUTE")
+                || is("LOCK")
+                || is("UNLOCK")
+                || is("USE")
+                || is("HANDLER")
+                || (is("CREATE")
+                    && words
+                        .next()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("TEMPORARY")))
+                || sql.contains(":=")
+                || sql.contains('@') && Words::new(sql).any(|w| w.eq_ignore_ascii_case("INTO"))
+        }
+        _ => false,
+    }
+}
+
 /// Iterates over the bare words of a statement, skipping literals, quoted identifiers and comments.
 struct Words<'a> {
     sql: &'a str,

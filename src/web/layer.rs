@@ -6,6 +6,16 @@
 //! code) or a header. After a request that wrote, the layer sets the updated token on the
 //! response. This is Rails' `DatabaseSelector`, by log position instead of by clock.
 //!
+//! ## What a cookie can do
+//!
+//! The value is signed (HMAC-SHA256, see [`signing`](super::signing)) and expires with the
+//! cookie; a value that does not verify is ignored, as if absent. A token only ever moves a
+//! read between nodes: it never lets a request write, and a read-only request stays read-only
+//! wherever it runs. A token beyond the primary's current position is refused by routing, and
+//! a sticky time later than now (plus [`STICKY_CLOCK_SKEW`]) is ignored. So even with the key
+//! (leaked), a client can at most make its own reads behave as if it had just written: the
+//! same load an honest client puts on the primary by writing before every read.
+//!
 //! ```no_run
 //! use axum::{routing::get, Router};
 //! use http::Method;
@@ -28,7 +38,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 
-use crate::CausalScope;
+use super::signing::{KeySource, Kind, SigningKey};
+use crate::{CausalScope, ReplicaError};
 
 /// Whether a request reads only or may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +53,10 @@ pub enum RequestAccess {
 /// The cookie that carries the causal token unless told otherwise.
 pub const DEFAULT_COOKIE: &str = "sor_causal";
 
+/// How far in the future a signed sticky timestamp may be (clock skew between instances);
+/// a later one is ignored.
+pub const STICKY_CLOCK_SKEW: Duration = Duration::from_secs(2);
+
 type Classifier = dyn Fn(&Method, &str) -> Option<RequestAccess> + Send + Sync;
 
 #[derive(Clone)]
@@ -53,6 +68,8 @@ struct Config {
     classify: Option<Arc<Classifier>>,
     /// Sticky-after-write instead of positions: the cookie holds the last write's time.
     sticky: Option<Duration>,
+    /// Signs what goes out; what comes back unsigned is ignored.
+    key: SigningKey,
 }
 
 /// The layer. See the [module docs](self).
@@ -67,6 +84,7 @@ impl std::fmt::Debug for CausalLayer {
             .field("cookie", &self.config.cookie)
             .field("header", &self.config.header)
             .field("routes", &self.config.routes)
+            .field("key", &self.config.key.source)
             .finish()
     }
 }
@@ -79,7 +97,35 @@ impl Default for CausalLayer {
 
 impl CausalLayer {
     /// Token in the `sor_causal` cookie; GET/HEAD/OPTIONS read-only, everything else read-write.
+    ///
+    /// The cookie is signed with the key in `SOR_COOKIE_KEY` (hex, at least 32 bytes) when
+    /// that is set, else with a random key made once per process: then cookies do not survive
+    /// a restart and are not accepted by other instances (their reads just lose
+    /// read-your-writes until the next write). A `SOR_COOKIE_KEY` that cannot be used is
+    /// logged as an error and the random key used instead; [`from_env`](Self::from_env) fails
+    /// instead, and [`signing_key`](Self::signing_key) sets the key from configuration.
     pub fn new() -> Self {
+        let key = match SigningKey::from_env() {
+            Ok(Some(key)) => key,
+            Ok(None) => SigningKey::per_process(),
+            Err(err) => {
+                tracing::error!(%err, "cookie signing key unusable: using a per-process random key");
+                SigningKey::per_process()
+            }
+        };
+        Self::with_key(key)
+    }
+
+    /// Like [`new`](Self::new), but the signing key must come from `SOR_COOKIE_KEY` (hex, at
+    /// least 64 digits, e.g. `openssl rand -hex 32`): [`ReplicaError::MissingEnv`] when it is
+    /// unset, a [`ReplicaError::Config`] when it is not hex or too short.
+    pub fn from_env() -> Result<Self, ReplicaError> {
+        SigningKey::from_env()?
+            .map(Self::with_key)
+            .ok_or(ReplicaError::MissingEnv(super::signing::COOKIE_KEY_ENV))
+    }
+
+    fn with_key(key: SigningKey) -> Self {
         CausalLayer {
             config: Arc::new(Config {
                 cookie: Some(DEFAULT_COOKIE.to_owned()),
@@ -88,8 +134,17 @@ impl CausalLayer {
                 routes: Vec::new(),
                 classify: None,
                 sticky: None,
+                key,
             }),
         }
+    }
+
+    /// Signs cookies (and headers) with this key: raw bytes, at least 32 (e.g. 32 random
+    /// bytes from your secret store). Give every instance behind one site the same key, so a
+    /// token issued by one is accepted by all. Shorter keys are a [`ReplicaError::Config`].
+    pub fn signing_key(self, key: impl AsRef<[u8]>) -> Result<Self, ReplicaError> {
+        let key = SigningKey::new(key.as_ref(), KeySource::Configured)?;
+        Ok(self.with(|c| c.key = key))
     }
 
     fn with(mut self, f: impl FnOnce(&mut Config)) -> Self {
@@ -112,6 +167,8 @@ impl CausalLayer {
     }
 
     /// How long the cookie lives (default 300 s: once replicas caught up it is not needed).
+    /// The signed value carries the same expiry: a client that keeps sending it past that
+    /// gets no effect from it.
     pub fn cookie_max_age(self, secs: u64) -> Self {
         self.with(|c| c.cookie_max_age_secs = secs)
     }
@@ -157,11 +214,20 @@ impl Config {
         }
     }
 
-    /// The value the client sent back: the header, else the cookie.
+    fn kind(&self) -> Kind {
+        match self.sticky {
+            None => Kind::Token,
+            Some(_) => Kind::Sticky,
+        }
+    }
+
+    /// The payload the client sent back, signed by us and not expired: the header, else the
+    /// first cookie of our name that verifies. Anything else is as if nothing was sent.
     fn incoming<'r, B>(&self, req: &'r Request<B>) -> Option<&'r str> {
+        let kind = self.kind();
         if let Some(name) = &self.header {
             if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
-                return Some(value);
+                return self.verified(kind, value);
             }
         }
         let name = self.cookie.as_deref()?;
@@ -171,34 +237,58 @@ impl Config {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.trim_matches('"'))
+            .filter(|(k, _)| *k == name)
+            .find_map(|(_, v)| self.verified(kind, v.trim_matches('"')))
     }
 
-    /// The request's scope: with the client's token, or (sticky) its last write's time.
+    fn verified<'v>(&self, kind: Kind, value: &'v str) -> Option<&'v str> {
+        let payload = self.key.open(kind, value);
+        if payload.is_none() {
+            tracing::debug!("causal cookie ignored: not signed with this layer's key, or expired");
+        }
+        payload
+    }
+
+    /// The request's scope: with the client's token, or (sticky) its last write's time. A
+    /// sticky time later than now (beyond [`STICKY_CLOCK_SKEW`]) is ignored. Tokens beyond
+    /// the primary's position are refused later, by routing (only it knows the primary).
     fn scope<B>(&self, req: &Request<B>, read_only: bool) -> CausalScope {
         let incoming = self.incoming(req);
         match self.sticky {
             None => CausalScope::new(read_only, incoming.and_then(|v| v.parse().ok())),
             Some(window) => {
+                let latest = SystemTime::now() + STICKY_CLOCK_SKEW;
                 let last_write = incoming
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
+                    .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms)))
+                    .filter(|at| {
+                        let plausible = *at <= latest;
+                        if !plausible {
+                            tracing::debug!("sticky timestamp in the future: ignored");
+                        }
+                        plausible
+                    });
                 CausalScope::new(read_only, None).sticky(window, last_write)
             }
         }
     }
 
-    /// What to send back after the request: the new token, or (sticky) the new write time.
+    /// What to send back after the request, signed: the new token, or (sticky) the new write
+    /// time.
     fn outgoing(&self, scope: &CausalScope, before: Option<SystemTime>) -> Option<String> {
-        match self.sticky {
+        let payload = match self.sticky {
             None => scope.written().map(|t| t.to_string()),
             Some(_) => scope
                 .last_write()
                 .filter(|at| Some(*at) != before)
                 .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_millis().to_string()),
-        }
+        }?;
+        self.key.seal(
+            self.kind(),
+            &payload,
+            Duration::from_secs(self.cookie_max_age_secs),
+        )
     }
 
     fn set_token<B>(&self, resp: &mut Response<B>, token: &str) {

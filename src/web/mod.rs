@@ -3,5 +3,7 @@
 //! and the consistency values; nothing of routing or nodes.
 
 pub mod layer;
+pub mod signing;
 
-pub use layer::{CausalLayer, CausalService, RequestAccess, DEFAULT_COOKIE};
+pub use layer::{CausalLayer, CausalService, RequestAccess, DEFAULT_COOKIE, STICKY_CLOCK_SKEW};
+pub use signing::{COOKIE_KEY_ENV, MIN_KEY_BYTES};

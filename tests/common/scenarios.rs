@@ -165,8 +165,15 @@ pub async fn read_only_fallback_is_read_only_on_the_primary(c: &Cluster) {
     let unit = db.begin_read_only();
     let served = served_by(&unit).await.unwrap();
     assert_eq!(served.port, port_of(&c.primary));
-    assert!(!served.replica);
-    if c.backend != DbBackend::Sqlite {
+    if c.backend == DbBackend::Sqlite {
+        // one file, no server to ask: the primary's own read-only sessions served it
+        assert!(
+            served.replica,
+            "read-only work runs on a query_only session"
+        );
+        assert_eq!(unit.node_name(), Some("primary"));
+    } else {
+        assert!(!served.replica);
         assert!(
             server_refuses_hidden_write(&unit).await,
             "fallback unit must run READ ONLY on the server"
@@ -549,8 +556,15 @@ pub async fn primary_consistency_reads_the_primary_read_only(c: &Cluster) {
     );
     let served = served_by(&unit).await.unwrap();
     assert_eq!(served.port, port_of(&c.primary));
-    assert!(!served.replica);
-    if c.backend != DbBackend::Sqlite {
+    if c.backend == DbBackend::Sqlite {
+        // one file, no server to ask: the primary's own read-only sessions served it
+        assert!(
+            served.replica,
+            "read-only work runs on a query_only session"
+        );
+        assert_eq!(unit.node_name(), Some("primary"));
+    } else {
+        assert!(!served.replica);
         assert!(server_refuses_hidden_write(&unit).await);
     }
     assert_eq!(
@@ -764,7 +778,14 @@ pub async fn first_statement_moves_off_a_failed_replica(c: &Cluster) {
         .connect()
         .await
         .unwrap();
-    doomed.close_by_ref().await.unwrap(); // the node fails after the handle was built
+    // the node fails after the handle was built: its read-only sessions (the pool read-only
+    // units use, opened with the handed pool's options) go away
+    db.node("doomed")
+        .unwrap()
+        .read_connection()
+        .close_by_ref()
+        .await
+        .unwrap();
     let unit = db.begin_read_only();
     let served = served_by(&unit).await.expect("moved to the live replica");
     assert_eq!(unit.node_name(), Some("live"));

@@ -1,0 +1,299 @@
+//! The pools of one node, built here rather than by SeaORM's `Database::connect`:
+//!
+//! - **read-only work runs only on read-only sessions.** Every node has a read-write pool and
+//!   a separate read-only pool whose connections the *server* holds read-only from the moment
+//!   they open: PostgreSQL `default_transaction_read_only = on` in the startup packet (no round
+//!   trip), MariaDB `SET SESSION TRANSACTION READ ONLY` once per connection, SQLite a file
+//!   opened read-only with `query_only` and a commit hook that turns every commit into a
+//!   rollback. The two kinds never share a connection, so nothing a read-only unit does to its
+//!   session can reach a read-write unit.
+//! - **no URL reaches a log.** The driver options are parsed here, once; SeaORM's connect span
+//!   (which records the whole URL at TRACE) never runs.
+//! - **no ping before every acquire.** sqlx pings an idle connection before handing it out
+//!   unless told not to; the monitor and the circuit breaker already know whether a node is
+//!   alive, and a dead connection fails its statement at the connection level, which moves a
+//!   read-only unit to another node.
+//! - **lazy.** No pool opens a connection before it is needed, so a node that is down when
+//!   the handle is built does not hold up `connect()`: the first health check finds it down.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sea_orm::sqlx::{self, ConnectOptions, Executor};
+use sea_orm::{
+    DatabaseConnection, DbBackend, SqlxMySqlConnector, SqlxPostgresConnector, SqlxSqliteConnector,
+};
+
+/// Which kind of session a pool holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Session {
+    /// Ordinary sessions: writes, migrations, read-write units.
+    ReadWrite,
+    /// Sessions the server holds read-only: every read-only unit, scope and fallback.
+    ReadOnly,
+}
+
+/// Where a node's connections go: the driver's parsed options. They hold the password, so
+/// this type has no `Debug` that prints them.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Postgres(PgConnectOptions),
+    MySql(MySqlConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Target::Postgres(_) => "Target::Postgres(..)",
+            Target::MySql(_) => "Target::MySql(..)",
+            Target::Sqlite(_) => "Target::Sqlite(..)",
+        })
+    }
+}
+
+/// Pool sizes and timeouts, validated by the configuration.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct PoolSettings {
+    pub max_connections: Option<u32>,
+    pub min_connections: Option<u32>,
+    pub acquire_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    /// Server-side statement timeout (PostgreSQL).
+    pub statement_timeout: Option<Duration>,
+    pub logging: bool,
+    /// Log in as this user (and password) instead of the URL's.
+    pub credentials: Option<(String, Option<String>)>,
+}
+
+/// How long an SQLite connection waits for the file's lock.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Target {
+    /// Parses `url` for `backend`. The error never contains the URL.
+    pub(crate) fn parse(url: &str, backend: DbBackend) -> Result<Self, String> {
+        let why = |e: sqlx::Error| match e {
+            sqlx::Error::Configuration(inner) => {
+                let text = inner.to_string();
+                // sqlx quotes bad values back; keep only its first clause
+                text.split(':').next().unwrap_or("invalid").to_owned()
+            }
+            _ => "invalid URL".to_owned(),
+        };
+        Ok(match backend {
+            DbBackend::Postgres => Target::Postgres(url.parse().map_err(why)?),
+            DbBackend::MySql => Target::MySql(url.parse().map_err(why)?),
+            _ => Target::Sqlite(url.parse().map_err(why)?),
+        })
+    }
+
+    /// The options of a pool the caller built, so that its read-only sessions can be opened
+    /// the same way.
+    pub(crate) fn of(conn: &DatabaseConnection) -> Option<Self> {
+        use sea_orm::DatabaseConnectionType as T;
+        match &conn.inner {
+            T::SqlxPostgresPoolConnection(_) => Some(Target::Postgres(
+                (*conn.get_postgres_connection_pool().connect_options()).clone(),
+            )),
+            T::SqlxMySqlPoolConnection(_) => Some(Target::MySql(
+                (*conn.get_mysql_connection_pool().connect_options()).clone(),
+            )),
+            T::SqlxSqlitePoolConnection(_) => Some(Target::Sqlite(
+                (*conn.get_sqlite_connection_pool().connect_options()).clone(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The same server with other credentials (read-only sessions may log in as a role
+    /// without write grants). SQLite has no credentials.
+    pub(crate) fn with_credentials(self, user: &str, password: Option<&str>) -> Self {
+        match self {
+            Target::Postgres(o) => {
+                let o = o.username(user);
+                Target::Postgres(match password {
+                    Some(p) => o.password(p),
+                    None => o,
+                })
+            }
+            Target::MySql(o) => {
+                let o = o.username(user);
+                Target::MySql(match password {
+                    Some(p) => o.password(p),
+                    None => o,
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// True for an SQLite database that lives in memory.
+    pub(crate) fn is_sqlite_memory(&self) -> bool {
+        match self {
+            Target::Sqlite(o) => {
+                let name = o.get_filename().to_string_lossy();
+                name.contains(":memory:") || name.starts_with("file:sqlx-in-memory-")
+            }
+            _ => false,
+        }
+    }
+
+    /// A lazy pool of `session`s on this target.
+    pub(crate) fn pool(&self, settings: &PoolSettings, session: Session) -> DatabaseConnection {
+        let read_only = session == Session::ReadOnly;
+        let target = match &settings.credentials {
+            Some((user, password)) => self.clone().with_credentials(user, password.as_deref()),
+            None => self.clone(),
+        };
+        match &target {
+            Target::Postgres(o) => {
+                let mut o = o.clone();
+                o = log(o, settings.logging);
+                let mut params: Vec<(&str, String)> = Vec::new();
+                if let Some(t) = settings.statement_timeout {
+                    params.push(("statement_timeout", t.as_millis().to_string()));
+                }
+                if read_only {
+                    params.push(("default_transaction_read_only", "on".into()));
+                }
+                if !params.is_empty() {
+                    o = o.options(params);
+                }
+                let pool = apply(PgPoolOptions::new(), settings).connect_lazy_with(o);
+                SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+            }
+            Target::MySql(o) => {
+                let o = log(o.clone(), settings.logging);
+                let mut opts = apply(MySqlPoolOptions::new(), settings);
+                if read_only {
+                    opts = opts.after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute("SET SESSION TRANSACTION READ ONLY")
+                                .await
+                                .map(|_| ())
+                        })
+                    });
+                }
+                SqlxMySqlConnector::from_sqlx_mysql_pool(opts.connect_lazy_with(o))
+            }
+            Target::Sqlite(o) => {
+                let memory = target.is_sqlite_memory();
+                let mut o = log(o.clone(), settings.logging).busy_timeout(SQLITE_BUSY_TIMEOUT);
+                let mut opts = apply(SqlitePoolOptions::new(), settings);
+                if read_only {
+                    o = o.read_only(true).pragma("query_only", "ON");
+                    opts = opts
+                        .max_connections(settings.max_connections.unwrap_or(4))
+                        .after_connect(|conn, _| {
+                            Box::pin(async move {
+                                // every commit of a write becomes a rollback (reads never
+                                // reach the hook): the engine refuses, whatever the SQL
+                                conn.lock_handle().await?.set_commit_hook(|| false);
+                                Ok(())
+                            })
+                        });
+                } else {
+                    o = o.create_if_missing(true);
+                    if !memory {
+                        o = o.journal_mode(SqliteJournalMode::Wal);
+                    }
+                    // one writer: SQLite takes one write lock at a time anyway
+                    opts = opts.max_connections(settings.max_connections.unwrap_or(1));
+                    if memory {
+                        // the database lives as long as one connection to it does
+                        opts = opts
+                            .min_connections(1)
+                            .idle_timeout(None)
+                            .max_lifetime(None);
+                    }
+                }
+                SqlxSqliteConnector::from_sqlx_sqlite_pool(opts.connect_lazy_with(o))
+            }
+        }
+    }
+}
+
+fn log<O: ConnectOptions>(o: O, logging: bool) -> O {
+    if logging {
+        o
+    } else {
+        o.disable_statement_logging()
+    }
+}
+
+fn apply<DB: sqlx::Database>(
+    mut opts: sqlx::pool::PoolOptions<DB>,
+    s: &PoolSettings,
+) -> sqlx::pool::PoolOptions<DB> {
+    opts = opts.test_before_acquire(false);
+    if let Some(n) = s.max_connections {
+        opts = opts.max_connections(n);
+    }
+    if let Some(n) = s.min_connections {
+        opts = opts.min_connections(n);
+    }
+    if let Some(t) = s.acquire_timeout {
+        opts = opts.acquire_timeout(t);
+    }
+    if let Some(t) = s.idle_timeout {
+        opts = opts.idle_timeout(t);
+    }
+    if let Some(t) = s.max_lifetime {
+        opts = opts.max_lifetime(t);
+    }
+    opts
+}
+
+/// The two pools of a node.
+#[derive(Debug, Clone)]
+pub(crate) struct Pools {
+    /// Read-write sessions.
+    pub rw: DatabaseConnection,
+    /// Read-only sessions.
+    pub ro: DatabaseConnection,
+}
+
+impl Pools {
+    /// Pools that are never used (tests of routing decisions, which do no I/O).
+    #[cfg(test)]
+    pub(crate) fn unused() -> Self {
+        Pools {
+            rw: DatabaseConnection::default(),
+            ro: DatabaseConnection::default(),
+        }
+    }
+
+    /// Both pools on `target`; the read-only one with its own settings.
+    pub(crate) fn open(target: &Target, rw: &PoolSettings, ro: &PoolSettings) -> Self {
+        Pools {
+            rw: target.pool(rw, Session::ReadWrite),
+            ro: target.pool(ro, Session::ReadOnly),
+        }
+    }
+
+    /// For a pool the caller built: it stays the read-write pool, and read-only sessions are
+    /// opened with its connect options.
+    /// A closed pool stays closed for both kinds.
+    pub(crate) fn around(rw: DatabaseConnection, ro: &PoolSettings) -> Option<Self> {
+        let target = Target::of(&rw)?;
+        let ro = if is_closed(&rw) {
+            rw.clone()
+        } else {
+            target.pool(ro, Session::ReadOnly)
+        };
+        Some(Pools { ro, rw })
+    }
+}
+
+fn is_closed(conn: &DatabaseConnection) -> bool {
+    use sea_orm::DatabaseConnectionType as T;
+    match &conn.inner {
+        T::SqlxPostgresPoolConnection(_) => conn.get_postgres_connection_pool().is_closed(),
+        T::SqlxMySqlPoolConnection(_) => conn.get_mysql_connection_pool().is_closed(),
+        T::SqlxSqlitePoolConnection(_) => conn.get_sqlite_connection_pool().is_closed(),
+        _ => true,
+    }
+}
