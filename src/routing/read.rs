@@ -59,11 +59,8 @@ const WRITTEN_REFRESH_TIMEOUT: Duration = Duration::from_secs(1);
 /// serves every token that arrived before it began. A token beyond the answer is refused.
 async fn primary_has_written(router: &Router, wanted: &Position) -> bool {
     let primary = router.primary();
-    if primary.has_written(wanted) || std::env::var_os("SOR_EXPERIMENT_NO_BOUND").is_some() {
+    if primary.has_written(wanted) {
         return true;
-    }
-    if std::env::var_os("SOR_EXPERIMENT_NO_REFRESH").is_some() {
-        return false;
     }
     let arrived = Instant::now();
     let mut last = primary.written_refresh().lock().await;
@@ -78,7 +75,11 @@ async fn primary_has_written(router: &Router, wanted: &Position) -> bool {
         tokio::time::sleep_until((began + WRITTEN_REFRESH_GAP).into()).await;
     }
     *last = Some(Instant::now());
-    let read = primary.bounded(primary.dialect().current_position(primary.connection()));
+    let read = primary.bounded(
+        primary
+            .dialect()
+            .current_position(primary.read_connection()),
+    );
     match tokio::time::timeout(WRITTEN_REFRESH_TIMEOUT, read).await {
         Ok(Ok(position)) => {
             primary.observe_written(&position);
@@ -164,7 +165,7 @@ async fn route_causal(
         if !hopeful(i) {
             continue;
         }
-        match node.dialect().replay_position(node.connection()).await {
+        match node.dialect().replay_position(node.read_connection()).await {
             Ok(seen) => {
                 node.observe_position(&seen);
                 if seen.has_reached(wanted) {
@@ -182,7 +183,7 @@ async fn route_causal(
         let node = &replicas[i];
         match node
             .dialect()
-            .wait_replayed(node.connection(), wanted, max_wait)
+            .wait_replayed(node.read_connection(), wanted, max_wait)
             .await
         {
             Ok(true) => {
