@@ -1,7 +1,7 @@
 //! Token cookies a client cannot forge to shift load: GET load carrying forged cookies reaches
 //! the primary no more often than honest load does. Every read reports which server answered
-//! (`inet_server_port()`, `pg_is_in_recovery()`), on the PostgreSQL cluster with both replicas
-//! (one of them 500 ms behind).
+//! (`inet_server_port()`/`@@port`), on the PostgreSQL cluster with both replicas (one of them
+//! 500 ms behind) and on the MariaDB cluster.
 
 #[macro_use]
 mod common;
@@ -16,8 +16,9 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use common::{cluster, port_of, served_by, Cluster};
+use entity::banner;
 use hmac::{Hmac, KeyInit, Mac};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ActiveModelTrait, ActiveValue::Set, DbBackend, EntityTrait};
 use sea_orm_replica::web::{CausalLayer, DEFAULT_COOKIE};
 use sea_orm_replica::{NodeConfig, ReplicaError, ReplicatedDatabase};
 use serde::Deserialize;
@@ -52,16 +53,15 @@ struct Id {
 fn app(db: ReplicatedDatabase, layer: CausalLayer) -> Router {
     async fn write(State(db): State<ReplicatedDatabase>) -> (StatusCode, Json<serde_json::Value>) {
         let unit = db.begin_read_write();
-        let row = unit
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "INSERT INTO banner (name) VALUES ('token-cookie') RETURNING id::int8 AS id",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        let id: i64 = row.try_get("", "id").unwrap();
+        let saved = banner::ActiveModel {
+            name: Set("token-cookie".into()),
+            ..Default::default()
+        }
+        .insert(&unit)
+        .await
+        .unwrap();
         unit.commit().await.unwrap();
+        let id = i64::from(saved.id);
         (StatusCode::CREATED, Json(serde_json::json!({ "id": id })))
     }
     async fn who(
@@ -71,11 +71,8 @@ fn app(db: ReplicatedDatabase, layer: CausalLayer) -> Router {
         let unit = db.begin_read_only();
         let served = served_by(&unit).await.unwrap();
         let found = match q.id {
-            Some(id) => unit
-                .query_one_raw(Statement::from_string(
-                    DbBackend::Postgres,
-                    format!("SELECT 1 AS one FROM banner WHERE id = {id}"),
-                ))
+            Some(id) => banner::Entity::find_by_id(i32::try_from(id).unwrap())
+                .one(&unit)
                 .await
                 .unwrap()
                 .is_some(),
@@ -203,16 +200,17 @@ async fn primary_reads(
     on_primary
 }
 
-#[tokio::test]
-async fn postgres_forged_cookies_do_not_shift_reads_to_the_primary() {
-    let Some(c) = cluster(DbBackend::Postgres) else {
-        return;
-    };
-    assert!(
-        c.lagging.is_some(),
-        "the PostgreSQL cluster has a lagging replica"
-    );
-    let db = handle(&c).await;
+/// A token far beyond anything the primary has written: an LSN, or a GTID sequence number.
+fn far_future(backend: DbBackend, i: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("p:{:X}", 0xFF_0000_0000u64 + i as u64),
+        _ => format!("m:0-1-{}", 9_000_000_000u64 + i as u64),
+    }
+}
+
+async fn forged_cookies_do_not_shift_reads_to_the_primary(c: &Cluster) {
+    let backend = c.backend;
+    let db = handle(c).await;
     let primary_port = port_of(&c.primary);
     let app = app(db.clone(), CausalLayer::new().signing_key(KEY).unwrap());
     let other = app_with_key(&db, OTHER_KEY);
@@ -243,26 +241,20 @@ async fn postgres_forged_cookies_do_not_shift_reads_to_the_primary() {
         ),
         (
             "unsigned far-future token",
-            Box::new(|_| Some(format!("{DEFAULT_COOKIE}=p:FFFFFFFFFFFFFF"))),
+            Box::new(move |i| Some(format!("{DEFAULT_COOKIE}={}", far_future(backend, i)))),
         ),
         (
             "token signed with another key",
             Box::new(move |_| Some(foreign.clone())),
         ),
         (
-            "far-future LSN signed with the right key",
-            Box::new(|i| {
-                Some(sign(
-                    &KEY,
-                    "t",
-                    &format!("p:{:X}", 0xFF_0000_0000u64 + i as u64),
-                ))
-            }),
+            "far-future position signed with the right key",
+            Box::new(move |i| Some(sign(&KEY, "t", &far_future(backend, i)))),
         ),
         (
             "signed token with a bad MAC",
-            Box::new(|_| {
-                let mut v = sign(&KEY, "t", "p:FFFFFFFFFF");
+            Box::new(move |_| {
+                let mut v = sign(&KEY, "t", &far_future(backend, 0));
                 v.pop();
                 v.push('A');
                 Some(v)
@@ -273,12 +265,12 @@ async fn postgres_forged_cookies_do_not_shift_reads_to_the_primary() {
     let mut forged_total = 0;
     for (what, cookie) in &forged {
         let on_primary = primary_reads(&app, primary_port, N, cookie).await;
-        eprintln!("forged ({what}): {on_primary} of {N} GETs on the primary");
+        eprintln!("{backend:?} forged ({what}): {on_primary} of {N} GETs on the primary");
         forged_primary += on_primary;
         forged_total += N;
     }
     eprintln!(
-        "honest: {honest_primary} of {honest_total} GETs on the primary ({:.1}%); forged: {forged_primary} of {forged_total} ({:.1}%)",
+        "{backend:?} honest: {honest_primary} of {honest_total} GETs on the primary ({:.1}%); forged: {forged_primary} of {forged_total} ({:.1}%)",
         100.0 * honest_primary as f64 / honest_total as f64,
         100.0 * forged_primary as f64 / forged_total as f64
     );
@@ -286,6 +278,26 @@ async fn postgres_forged_cookies_do_not_shift_reads_to_the_primary() {
         forged_primary * honest_total <= honest_primary * forged_total,
         "forged cookies reached the primary more often than honest load"
     );
+}
+
+#[tokio::test]
+async fn postgres_forged_cookies_do_not_shift_reads_to_the_primary() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    assert!(
+        c.lagging.is_some(),
+        "the PostgreSQL cluster has a lagging replica"
+    );
+    forged_cookies_do_not_shift_reads_to_the_primary(&c).await;
+}
+
+#[tokio::test]
+async fn mariadb_forged_cookies_do_not_shift_reads_to_the_primary() {
+    let Some(c) = cluster(DbBackend::MySql) else {
+        return;
+    };
+    forged_cookies_do_not_shift_reads_to_the_primary(&c).await;
 }
 
 fn app_with_key(db: &ReplicatedDatabase, key: [u8; 32]) -> Router {
@@ -343,20 +355,35 @@ async fn postgres_future_sticky_timestamps_are_ignored() {
 
 /// A token from another instance (same key), newer than this handle's last look at the
 /// primary: not refused (the primary is asked its position), so read-your-writes holds.
-#[tokio::test]
-async fn postgres_tokens_from_another_instance_are_honoured() {
-    let Some(c) = cluster(DbBackend::Postgres) else {
-        return;
-    };
-    let (a, b) = (handle(&c).await, handle(&c).await);
+async fn tokens_from_another_instance_are_honoured(c: &Cluster) {
+    let (a, b) = (handle(c).await, handle(c).await);
     let (app_a, app_b) = (app_with_key(&a, KEY), app_with_key(&b, KEY));
     let mut stale = 0;
     for _ in 0..50 {
         let (id, cookie) = post_write(&app_b, None).await;
         stale += usize::from(!get_who(&app_a, Some(&cookie), Some(id)).await.found);
     }
-    eprintln!("cross-instance tokens: {stale} of 50 reads stale");
+    eprintln!(
+        "{:?} cross-instance tokens: {stale} of 50 reads stale",
+        c.backend
+    );
     assert_eq!(stale, 0, "a token from another instance was not honoured");
+}
+
+#[tokio::test]
+async fn postgres_tokens_from_another_instance_are_honoured() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    tokens_from_another_instance_are_honoured(&c).await;
+}
+
+#[tokio::test]
+async fn mariadb_tokens_from_another_instance_are_honoured() {
+    let Some(c) = cluster(DbBackend::MySql) else {
+        return;
+    };
+    tokens_from_another_instance_are_honoured(&c).await;
 }
 
 #[test]

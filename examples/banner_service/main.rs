@@ -5,7 +5,9 @@
 //! curl -c jar -b jar -XPOST localhost:3000/banners -H 'content-type: application/json' -d '{"name":"sale"}'
 //! curl -c jar -b jar localhost:3000/banners/1
 //! ```
-//! `BIND_ADDR` (default `127.0.0.1:3000`), `DATABASE_URL`, `DATABASE_REPLICA_URLS` (SQLite when unset).
+//! `BIND_ADDR` (default `127.0.0.1:3000`), `DATABASE_URL`, `DATABASE_REPLICA_URLS` (SQLite when unset),
+//! `SOR_COOKIE_KEY` (hex, at least 32 bytes, e.g. `openssl rand -hex 32`: signs the token cookie;
+//! unset, a random key per process, so cookies do not survive a restart).
 
 mod app;
 
