@@ -69,8 +69,47 @@ pub struct Probe {
     pub term: u64,
     /// How far the node has replayed (a replica) or written (a primary).
     pub position: Position,
-    /// Replication lag; `None` when unknown (or not a replica).
+    /// Replication lag as the replica sees it; `None` when unknown (or not a replica).
+    /// MariaDB: `Seconds_Behind_Master`. PostgreSQL: 0 while everything received is replayed,
+    /// else `now() - pg_last_xact_replay_timestamp()` — which reads as long as the primary was
+    /// idle while the first new WAL is replayed, so the monitor prefers the primary's view
+    /// ([`downstream`](Self::downstream)) whenever the primary answered the same round.
     pub lag: Option<Duration>,
+    /// A replica: how its primary names its stream (PostgreSQL: the replication slot and the
+    /// `application_name` of its WAL receiver), to find it in the primary's
+    /// [`downstream`](Self::downstream). `None` on a primary, or when the server does not say.
+    pub upstream: Option<StreamName>,
+    /// A replica: how long ago the last transaction it replayed committed on the primary
+    /// (PostgreSQL `now() - pg_last_xact_replay_timestamp()`). Every commit after that one is
+    /// newer, so the lag is at most this much; `None` when unknown.
+    pub replay_age: Option<Duration>,
+    /// A primary: the replicas streaming from it, as it sees them (PostgreSQL
+    /// `pg_stat_replication`); empty on a replica, and on MariaDB.
+    pub downstream: Vec<Downstream>,
+}
+
+/// How a primary names a replica's replication stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamName {
+    /// The physical replication slot the stream uses (PostgreSQL `primary_slot_name`).
+    pub slot: Option<String>,
+    /// The WAL receiver's `application_name` (from `primary_conninfo`, else `cluster_name`,
+    /// else `walreceiver`).
+    pub application_name: Option<String>,
+}
+
+/// One replica as its primary sees it (a row of PostgreSQL's `pg_stat_replication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downstream {
+    /// The stream's slot and `application_name`.
+    pub name: StreamName,
+    /// The replay position the replica last reported.
+    pub replayed: Position,
+    /// `replay_lag`: the time between the primary flushing recent WAL and the replica
+    /// reporting it applied, measured on the primary's clock. `None` when the replica has
+    /// replayed everything and there is no new WAL (or the role may not read it: it needs
+    /// `pg_read_all_stats`).
+    pub replay_lag: Option<Duration>,
 }
 
 /// The name of the column that [`Dialect::position_sql`] reads the position into.
@@ -344,7 +383,8 @@ impl Dialect {
     pub async fn probe<C: ConnectionTrait>(self, conn: &C) -> Result<Probe, DbErr> {
         match self.0 {
             DbBackend::Postgres => {
-                // the timeline is the first 8 hex digits of the current WAL file's name
+                // the timeline is the first 8 hex digits of the current WAL file's name; a
+                // replica says how its primary names its stream, a primary lists its replicas
                 let sql = "SELECT pg_is_in_recovery() AS replica, \
                            CASE WHEN pg_is_in_recovery() THEN 0 \
                            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END AS term, \
@@ -352,13 +392,36 @@ impl Dialect {
                            CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() IS NULL THEN NULL \
                            WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 \
                            ELSE GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int8) \
-                           END AS lag_ms";
+                           END AS lag_ms, \
+                           CASE WHEN pg_is_in_recovery() THEN \
+                           GREATEST(0, (EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) * 1000)::int8) \
+                           END AS replay_age_ms, \
+                           w.slot_name AS up_slot, w.conninfo AS up_conninfo, \
+                           CASE WHEN NOT pg_is_in_recovery() THEN ( \
+                           SELECT json_agg(json_build_object('slot', s.slot_name, 'app', r.application_name, \
+                           'replay', r.replay_lsn::text, \
+                           'lag_ms', (EXTRACT(EPOCH FROM r.replay_lag) * 1000)::int8)) \
+                           FROM pg_stat_replication r LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid \
+                           ) END AS downstream \
+                           FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver w ON true";
                 let row = conn
                     .query_one_raw(self.stmt(sql, vec![]))
                     .await?
                     .ok_or_else(|| DbErr::RecordNotFound("health check".into()))?;
                 let replica: bool = row.try_get("", "replica")?;
-                let lag: Option<i64> = row.try_get("", "lag_ms")?;
+                let ms = |v: Option<i64>| v.map(|ms| Duration::from_millis(ms.max(0) as u64));
+                let upstream = StreamName {
+                    slot: row
+                        .try_get::<Option<String>>("", "up_slot")?
+                        .filter(|s| !s.is_empty()),
+                    application_name: row
+                        .try_get::<Option<String>>("", "up_conninfo")?
+                        .and_then(|c| receiver_application_name(&c)),
+                };
+                let downstream = row
+                    .try_get::<Option<sea_orm::prelude::Json>>("", "downstream")?
+                    .map(|rows| self.downstream_rows(&rows))
+                    .unwrap_or_default();
                 Ok(Probe {
                     role: if replica {
                         ServerRole::Replica
@@ -367,7 +430,10 @@ impl Dialect {
                     },
                     term: u64::try_from(row.try_get::<i64>("", "term")?).unwrap_or(0),
                     position: self.parse_position(&row.try_get::<String>("", "pos")?)?,
-                    lag: lag.map(|ms| Duration::from_millis(ms.max(0) as u64)),
+                    lag: ms(row.try_get("", "lag_ms")?),
+                    upstream: (replica && upstream != StreamName::default()).then_some(upstream),
+                    replay_age: ms(row.try_get("", "replay_age_ms")?),
+                    downstream,
                 })
             }
             DbBackend::MySql => {
@@ -392,6 +458,9 @@ impl Dialect {
                     term: 0,
                     position: self.parse_position(&row.try_get::<String>("", "pos")?)?,
                     lag,
+                    upstream: None,
+                    replay_age: None,
+                    downstream: Vec::new(),
                 })
             }
             _ => Ok(Probe {
@@ -399,8 +468,40 @@ impl Dialect {
                 term: 0,
                 position: Position::None,
                 lag: Some(Duration::ZERO),
+                upstream: None,
+                replay_age: None,
+                downstream: Vec::new(),
             }),
         }
+    }
+
+    /// The rows of the primary's `pg_stat_replication` as the probe aggregates them (a JSON
+    /// array of `{slot, app, replay, lag_ms}`); a row that cannot be read is left out.
+    fn downstream_rows(self, rows: &sea_orm::prelude::Json) -> Vec<Downstream> {
+        let text = |row: &sea_orm::prelude::Json, key: &str| {
+            row.get(key)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        rows.as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|row| Downstream {
+                name: StreamName {
+                    slot: text(row, "slot"),
+                    application_name: text(row, "app"),
+                },
+                replayed: text(row, "replay")
+                    .and_then(|p| self.parse_position(&p).ok())
+                    .unwrap_or_default(),
+                replay_lag: row
+                    .get("lag_ms")
+                    .and_then(|v| v.as_i64())
+                    .map(|ms| Duration::from_millis(ms.max(0) as u64)),
+            })
+            .collect()
     }
 
     /// Waits until a replica has replayed `position` or `timeout` passes. Returns whether it did.
@@ -449,5 +550,79 @@ impl Dialect {
             }
             _ => Ok(true),
         }
+    }
+}
+
+/// The `application_name` a PostgreSQL WAL receiver gives its primary, read from its
+/// connection string as `pg_stat_wal_receiver.conninfo` shows it: `application_name`, else
+/// `fallback_application_name` (the server's `cluster_name`, or `walreceiver`). Values may be
+/// single-quoted with backslash escapes. Nothing else of the string (which may hold a masked
+/// password) is kept.
+fn receiver_application_name(conninfo: &str) -> Option<String> {
+    let mut chars = conninfo.chars().peekable();
+    let (mut name, mut fallback) = (None, None);
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let key: String =
+            std::iter::from_fn(|| chars.next_if(|c| *c != '=' && !c.is_whitespace())).collect();
+        if key.is_empty() {
+            break;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next_if_eq(&'=').is_none() {
+            break;
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'\'').is_some() {
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+                if c == '\\' {
+                    value.extend(chars.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        match key.as_str() {
+            "application_name" => name = Some(value),
+            "fallback_application_name" => fallback = Some(value),
+            _ => {}
+        }
+    }
+    name.filter(|n| !n.is_empty())
+        .or(fallback.filter(|n| !n.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_receivers_application_name_is_read_from_its_conninfo() {
+        let shown = "user=postgres passfile=/var/lib/postgresql/.pgpass channel_binding=prefer \
+                     dbname=replication host=127.0.0.1 port=55432 application_name=replica1 \
+                     fallback_application_name=walreceiver sslmode=prefer";
+        assert_eq!(
+            receiver_application_name(shown).as_deref(),
+            Some("replica1")
+        );
+        let fallback = "host=h password=******** fallback_application_name=main sslmode=prefer";
+        assert_eq!(receiver_application_name(fallback).as_deref(), Some("main"));
+        let quoted = r"host=h application_name='east \'b\' 2' port=1";
+        assert_eq!(
+            receiver_application_name(quoted).as_deref(),
+            Some("east 'b' 2")
+        );
+        assert_eq!(receiver_application_name("host=h port=1"), None);
+        assert_eq!(receiver_application_name(""), None);
+        assert_eq!(receiver_application_name("application_name="), None);
     }
 }

@@ -87,11 +87,13 @@ fn default_true() -> bool {
     true
 }
 
-/// One database node and its pool.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// One database node and its pool. `Debug` and serde output show the URL redacted (see
+/// [`redact`]) and never the read-only password.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Connection URL: `postgres://`, `mysql://` / `mariadb://`, or `sqlite:`.
+    #[serde(serialize_with = "serialize_redacted")]
     pub url: String,
     /// A name for logs, spans, stats and errors. Default: `primary`, `replica-1`, `replica-2`, …
     #[serde(default)]
@@ -107,7 +109,7 @@ pub struct NodeConfig {
     #[serde(default)]
     pub read_only_user: Option<String>,
     /// The password of [`read_only_user`](Self::read_only_user).
-    #[serde(default)]
+    #[serde(default, serialize_with = "serialize_secret")]
     pub read_only_password: Option<String>,
 }
 
@@ -313,6 +315,12 @@ impl ValidNode {
                 return Err(invalid("no host"));
             }
         }
+        config.pool.check(&name)?;
+        if config.weight == Some(0) {
+            return Err(ReplicaError::Config(format!(
+                "node `{name}`: weight is 0; leave the node out instead"
+            )));
+        }
         let mut config = config.clone();
         if scheme == "mariadb" {
             config.url = format!("mysql{}", &config.url["mariadb".len()..]);
@@ -366,19 +374,164 @@ impl ValidNode {
     }
 }
 
-/// The URL with its password replaced by `***`, safe for logs and errors.
+/// Query parameters whose value is a secret (compared case-insensitively, also as a part of
+/// a longer name such as `sslpassword`).
+const SECRET_PARAMS: &[&str] = &[
+    "pass",
+    "pwd",
+    "secret",
+    "token",
+    "key",
+    "auth",
+    "credential",
+];
+
+/// The URL with every secret replaced by `***`: the password in the user-info and the value of
+/// any query parameter that names a password, key, token or secret (`?password=`,
+/// `sslpassword=`, `sslkey=`…). Safe for logs, errors, `Debug`, serde output and the status
+/// view. An URL that does not parse keeps only its scheme.
+///
+/// ```
+/// use sea_orm_replica::config::redact;
+/// assert_eq!(redact("postgres://app:hunter2@db/app"), "postgres://app:***@db/app");
+/// assert_eq!(redact("mysql://app@db/app?password=hunter2&ssl-mode=required"),
+///            "mysql://app@db/app?password=***&ssl-mode=required");
+/// ```
 pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(_) => url.to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
         // Unparseable: keep only the scheme, the rest may hold a secret.
-        Err(_) => match url.split_once(':') {
-            Some((scheme, _)) => format!("{scheme}:…"),
-            None => "…".to_owned(),
-        },
+        return match url.split_once(':') {
+            Some((scheme, _))
+                if scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'+') =>
+            {
+                format!("{scheme}:…")
+            }
+            _ => "…".to_owned(),
+        };
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let secret = SECRET_PARAMS.iter().any(|s| lower.contains(s));
+                (
+                    k.into_owned(),
+                    if secret {
+                        "***".to_owned()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        let mut query = String::new();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                query.push('&');
+            }
+            query.push_str(&url::form_urlencoded::byte_serialize(k.as_bytes()).collect::<String>());
+            query.push('=');
+            if v == "***" {
+                query.push_str("***");
+            } else {
+                query.push_str(
+                    &url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>(),
+                );
+            }
+        }
+        parsed.set_query(Some(&query));
+    }
+    parsed.to_string()
+}
+
+/// Serializes a URL redacted (see [`redact`]).
+fn serialize_redacted<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact(url))
+}
+
+/// Serializes a secret as `***` (or nothing when unset).
+fn serialize_secret<S: serde::Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_some("***"),
+        None => s.serialize_none(),
+    }
+}
+
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeConfig")
+            .field("url", &redact(&self.url))
+            .field("name", &self.name)
+            .field("pool", &self.pool)
+            .field("weight", &self.weight)
+            .field("read_only_user", &self.read_only_user)
+            .field(
+                "read_only_password",
+                &self.read_only_password.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
+}
+
+/// The longest duration any setting takes: one day. Longer is surely a mistake (and some
+/// would overflow the clock).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Checks one duration setting: above zero (unless `zero_ok`) and at most [`MAX_DURATION`].
+pub(crate) fn check_duration(
+    what: &str,
+    value: Option<Duration>,
+    zero_ok: bool,
+) -> Result<(), ReplicaError> {
+    match value {
+        Some(d) if d.is_zero() && !zero_ok => Err(ReplicaError::Config(format!(
+            "{what} is zero; leave it unset for the default"
+        ))),
+        Some(d) if d > MAX_DURATION => Err(ReplicaError::Config(format!(
+            "{what} is {d:?}, more than the largest allowed ({MAX_DURATION:?})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+impl PoolConfig {
+    /// Checks every size and duration: a typed error naming the node and the setting.
+    pub(crate) fn check(&self, node: &str) -> Result<(), ReplicaError> {
+        let size = |what: &str, v: Option<u32>| match v {
+            Some(0) => Err(ReplicaError::Config(format!(
+                "node `{node}`: {what} is 0; a pool needs at least one connection"
+            ))),
+            _ => Ok(()),
+        };
+        size("max_connections", self.max_connections)?;
+        size("read_only_max_connections", self.read_only_max_connections)?;
+        if let (Some(min), Some(max)) = (self.min_connections, self.max_connections) {
+            if min > max {
+                return Err(ReplicaError::Config(format!(
+                    "node `{node}`: min_connections ({min}) is above max_connections ({max})"
+                )));
+            }
+        }
+        for (what, ms) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("acquire_timeout_ms", self.acquire_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("max_lifetime_ms", self.max_lifetime_ms),
+            ("statement_timeout_ms", self.statement_timeout_ms),
+        ] {
+            check_duration(
+                &format!("node `{node}`: {what}"),
+                ms.map(Duration::from_millis),
+                false,
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -12,14 +12,14 @@ use sea_orm::{
 };
 use tracing::Instrument;
 
-use crate::config::{Fallback, NodeConfig, ReplicaConfig, ValidNode};
+use crate::config::{check_duration, Fallback, NodeConfig, ReplicaConfig, ValidNode};
 use crate::consistency::CausalToken;
 use crate::node::monitor::{spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
 use crate::node::pools::{PoolSettings, Pools};
 use crate::node::stats::{HandleCounters, NodeCounters, StatsSnapshot};
 use crate::node::status::Status;
 use crate::node::{Breaker, Node, NodeParts, Role, DEFAULT_BREAKER};
-use crate::routing::election::check_nodes;
+use crate::routing::election::{check_nodes, first_round};
 use crate::routing::read::route_read;
 use crate::routing::{Balancer, Balancing, Route, RouteReason, Router};
 use crate::unit::access::{Access, ReadOnly, ReadWrite, Writable};
@@ -27,7 +27,7 @@ use crate::unit::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
 };
-use crate::unit::statement_kind::{classify, StatementKind};
+use crate::unit::statement_kind::{check_read_only, classify, StatementKind};
 use crate::unit::txn::OwnTxn;
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
 use crate::ReplicaError;
@@ -368,6 +368,7 @@ impl ReplicatedDatabaseBuilder {
 
     /// Validates the configuration and connects to every node.
     pub async fn connect(self) -> Result<ReplicatedDatabase, ReplicaError> {
+        self.check_settings()?;
         let primary = self
             .primary
             .ok_or_else(|| ReplicaError::Config("no primary configured".into()))?;
@@ -450,17 +451,8 @@ impl ReplicatedDatabaseBuilder {
             }
             // know every node's role and lag before the first unit; a node that does not
             // answer starts down (the monitor brings it in), unless none answers at all
-            check_nodes(&inner.router, timeout).await;
-            if inner.router.nodes().all(|n| n.is_down()) {
-                let primary = inner.router.primary();
-                return Err(ReplicaError::Unreachable {
-                    node: primary.name().to_owned(),
-                    url: primary.url().to_owned(),
-                    source: DbErr::Conn(sea_orm::RuntimeErr::Internal(
-                        primary.last_error().unwrap_or_default(),
-                    )),
-                });
-            }
+            // (and a primary URL that points at a replica fails here, typed)
+            first_round(&inner.router, timeout).await?;
             spawn_monitor(
                 Arc::downgrade(&inner),
                 interval,
@@ -468,6 +460,25 @@ impl ReplicatedDatabaseBuilder {
             );
         }
         Ok(ReplicatedDatabase { inner })
+    }
+}
+
+impl ReplicatedDatabaseBuilder {
+    /// Every duration the builder holds: above zero where zero makes no sense, and at most
+    /// [`MAX_DURATION`]. A typed [`ReplicaError::Config`], never a panic later.
+    fn check_settings(&self) -> Result<(), ReplicaError> {
+        check_duration("check_timeout", self.check_timeout, false)?;
+        check_duration("monitor_interval", self.monitor_interval, false)?;
+        check_duration("causal_wait", self.causal_wait, true)?;
+        check_duration("max_lag", self.max_lag, true)?;
+        if let Some(b) = self.breaker {
+            check_duration("backoff initial", Some(b.initial), false)?;
+            check_duration("backoff max", Some(b.max), false)?;
+        }
+        if let Some(r) = self.retry {
+            check_duration("read_retries budget", Some(r.budget), true)?;
+        }
+        Ok(())
     }
 }
 
@@ -659,9 +670,9 @@ impl ReplicatedDatabase {
         if !in_read_only_scope() {
             return Ok(None);
         }
-        if let StatementKind::Write(keyword) = classify(sql) {
+        if let Err(refusal) = check_read_only(sql, self.inner.backend.into()) {
             return Err(ReplicaError::WriteInReadOnly {
-                keyword: keyword.to_owned(),
+                keyword: refusal.what,
             }
             .into());
         }

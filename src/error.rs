@@ -59,11 +59,18 @@ pub enum ReplicaError {
         source: DbErr,
     },
 
-    /// A statement that writes (or locks rows) was sent through a read-only unit of work or a
-    /// read-only scope. It was refused before reaching any server.
-    #[error("write refused in a {READ_ONLY_RESOURCE}: `{keyword}` statement")]
+    /// A statement that read-only work may not run (a write, a lock, a session change, a
+    /// function that acts on the server, more than one statement) was sent through a
+    /// read-only unit of work or a read-only scope. It was refused before reaching any server;
+    /// the message says what to do instead.
+    #[error(
+        "refused in a {READ_ONLY_RESOURCE}: `{keyword}`: {}",
+        crate::unit::statement_kind::hint_for(keyword)
+    )]
     WriteInReadOnly {
-        /// The statement's leading keyword (e.g. `INSERT`), or `UPDATE` for a locking read.
+        /// What was refused: the statement's leading keyword (`INSERT`, `SET`, `COMMIT`), the
+        /// clause (`FOR UPDATE`, `SELECT … INTO`), the function (`pg_promote()`), or
+        /// `multiple statements`.
         keyword: String,
     },
 
@@ -98,6 +105,19 @@ pub enum ReplicaError {
     MigrationOnReplica {
         /// Name of the node.
         node: String,
+    },
+
+    /// The node configured to take writes answered the first health check, at `connect()`,
+    /// that it is a replica (PostgreSQL in recovery, MariaDB `read_only`), and no other node
+    /// reports being a primary that could take over: the primary URL points at a replica.
+    /// (Found later, while the handle runs, the same state makes read-write units fail with
+    /// [`NoPrimary`](Self::NoPrimary) and shows in the status view.)
+    #[error("node `{node}` ({url}) is configured as the primary but reports being a replica (in recovery / read_only), and no other node reports being the primary")]
+    PrimaryIsReplica {
+        /// Name of the node.
+        node: String,
+        /// The URL with any password redacted.
+        url: String,
     },
 
     /// A replica did not replay up to the wanted position in time.

@@ -38,14 +38,15 @@
 //! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
 //! | &nbsp;&nbsp;[`unit::access`] | read-only / read-write as types; [`Writable`] |
 //! | &nbsp;&nbsp;[`unit::scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
-//! | &nbsp;&nbsp;[`unit::statement_kind`] | is a statement a read or a write |
-//! | &nbsp;&nbsp;`unit::causal_commit` (internal) | read-write units whose `COMMIT` carries the primary's position |
+//! | &nbsp;&nbsp;[`unit::statement_kind`] | may a statement run in read-only work: a lexer per dialect, the early refusal |
+//! | &nbsp;&nbsp;`unit::txn` (internal) | transactions on a held connection: cancel-safe, session reset, causal commit |
 //! | [`routing`] | which node serves a unit, and why |
 //! | &nbsp;&nbsp;[`routing::router`] | the router: [`Route`], [`RouteReason`], [`Fallback`] |
 //! | &nbsp;&nbsp;[`routing::balancer`] | [`Balancer`] and its strategies; [`Balancing`] |
 //! | &nbsp;&nbsp;`routing::election` (internal) | primary election and fencing |
 //! | &nbsp;&nbsp;`routing::read` (internal) | read routing under a [`Consistency`] (read your writes, bounded staleness) |
-//! | [`node`] | a node: pool, configured and reported role, circuit breaker, lag, units in flight |
+//! | [`node`] | a node: pools, configured and reported role, circuit breaker, lag, units in flight |
+//! | &nbsp;&nbsp;`node::pools` (internal) | read-write and read-only session pools, built from the driver's options |
 //! | &nbsp;&nbsp;[`node::monitor`] | node health: the background checks (reachability, role, lag) |
 //! | &nbsp;&nbsp;[`node::status`], [`node::stats`] | what we show about nodes: the status view, where work went |
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions; [`ServerRole`], [`Probe`] |
@@ -80,6 +81,8 @@ pub use routing::{
 pub use unit::access::{Access, ReadOnly, ReadWrite, Writable};
 pub use unit::scope::{in_read_only_scope, read_only_scope, CausalScope};
 pub use unit::{UnitOfWork, UnitOptions};
+#[cfg(feature = "tower")]
+pub use web::{CausalLayer, RequestAccess};
 
 // The module paths from before the folder layout, so code written against them still compiles
 // (`sea_orm_replica::policy::RoundRobin`, `sea_orm_replica::health::DEFAULT_MONITOR_INTERVAL`,

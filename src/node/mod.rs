@@ -13,6 +13,7 @@ pub(crate) mod pools;
 pub mod stats;
 pub mod status;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -92,6 +93,8 @@ pub struct Node {
     in_flight: AtomicUsize,
     /// Health checks that answered.
     checks: AtomicU64,
+    /// Milliseconds since `epoch` when the last check that answered got its answer (0: none).
+    last_check_ms: AtomicU64,
     /// The highest replay position this node is known to have reached. Replay only moves
     /// forward, so an old reading is a safe lower bound.
     replayed: RwLock<Position>,
@@ -104,7 +107,23 @@ pub struct Node {
     /// Serialises on-demand reads of the primary's position (for a token beyond `written`);
     /// holds when the last one started.
     written_refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// While this node is the primary: the positions the monitor's checks found, with when,
+    /// so a replica's lag can be bounded by when the primary last was where the replica is.
+    written_at: Mutex<VecDeque<Written>>,
 }
+
+/// A position a primary reported, and the checks that found it there.
+#[derive(Debug, Clone)]
+struct Written {
+    position: Position,
+    /// When the last check that found it there was sent: every commit acknowledged before
+    /// then is at or below `position`.
+    last_sent: Instant,
+}
+
+/// How many distinct primary positions a node remembers (with a check every 500 ms and
+/// steady writes, about two minutes).
+const WRITTEN_HISTORY: usize = 256;
 
 const LAG_UNKNOWN: u64 = u64::MAX;
 
@@ -154,10 +173,12 @@ impl Node {
             term: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             checks: AtomicU64::new(0),
+            last_check_ms: AtomicU64::new(0),
             replayed: RwLock::new(Position::None),
             lag_ms: AtomicU64::new(LAG_UNKNOWN),
             written: RwLock::new(Position::None),
             written_refresh: tokio::sync::Mutex::new(None),
+            written_at: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -208,6 +229,23 @@ impl Node {
     /// [`connection`](Self::connection).
     pub fn read_connection(&self) -> &DatabaseConnection {
         &self.pools.ro
+    }
+
+    /// The health checks' own connection (a pool of one read-only session no unit uses), so
+    /// that a saturated application pool never delays a check. SQLite has none (no monitor).
+    pub(crate) fn check_connection(&self) -> DatabaseConnection {
+        match &self.pools.check {
+            Some(check) => check.get(),
+            None => self.pools.ro.clone(),
+        }
+    }
+
+    /// After a check that did not finish: its connection is dropped, not waited for, and the
+    /// next check opens a new one.
+    pub(crate) fn reset_check_connection(&self) {
+        if let Some(check) = &self.pools.check {
+            check.reset();
+        }
     }
 
     /// The node's SQL dialect.
@@ -273,6 +311,8 @@ impl Node {
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(self.breaker.max);
         let now = self.now_ms();
+        // connections opened before now are not handed out again (see `pools::Failures`)
+        self.pools.failures.note();
         self.retry_at_ms.store(now + ms(backoff), Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             self.down_since_ms.store(now, Ordering::Relaxed);
@@ -295,18 +335,69 @@ impl Node {
         self.checks.load(Ordering::Relaxed)
     }
 
-    /// Records what a health check found, and re-admits the node.
-    pub(crate) fn record_probe(&self, probe: &Probe) {
+    /// Records what a health check found (answered at `answered`), and re-admits the node.
+    /// The lag is set by the round once every check has answered
+    /// ([`set_lag`](Self::set_lag)): a replica's lag is best read against its primary.
+    pub(crate) fn record_probe(&self, probe: &Probe, answered: Instant) {
         self.checks.fetch_add(1, Ordering::Relaxed);
-        self.observed.store(probe.role.to_u8(), Ordering::Relaxed);
+        let at = u64::try_from(answered.saturating_duration_since(self.epoch).as_millis())
+            .unwrap_or(u64::MAX / 2)
+            .max(1);
+        self.last_check_ms.fetch_max(at, Ordering::Relaxed);
+        let before = ServerRole::from_u8(self.observed.swap(probe.role.to_u8(), Ordering::Relaxed));
+        if self.role == Role::Primary
+            && probe.role == ServerRole::Replica
+            && before != ServerRole::Replica
+        {
+            tracing::error!(
+                node = %self.name,
+                "node configured as a primary reports being a replica (in recovery / read_only): it takes no writes"
+            );
+        }
         self.term.store(probe.term, Ordering::Relaxed);
-        self.set_lag(probe.lag);
         match probe.role {
             ServerRole::Replica => self.observe_position(&probe.position),
             ServerRole::Primary => self.observe_written(&probe.position),
             _ => {}
         }
         self.mark_up();
+    }
+
+    /// True when a check sent to this node by the monitor answered at or after `since_ms`
+    /// (milliseconds since `epoch`): the node was alive then.
+    fn answered_check_since(&self, since_ms: u64) -> bool {
+        self.monitored.load(Ordering::Relaxed)
+            && self.last_check_ms.load(Ordering::Relaxed) >= since_ms.max(1)
+    }
+
+    /// While this node is the primary: remembers that a check sent at `sent` found it at
+    /// `position`.
+    pub(crate) fn note_written_at(&self, position: &Position, sent: Instant) {
+        let mut history = self.written_at.lock().unwrap_or_else(|p| p.into_inner());
+        match history.back_mut() {
+            Some(last) if last.position == *position => last.last_sent = last.last_sent.max(sent),
+            _ => {
+                if history.len() == WRITTEN_HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(Written {
+                    position: position.clone(),
+                    last_sent: sent,
+                });
+            }
+        }
+    }
+
+    /// The last time a check found this node (as the primary) at a position `replayed` has
+    /// reached: everything committed before then, a replica at `replayed` has. `None` when
+    /// the history does not go back that far.
+    pub(crate) fn last_written_at_or_below(&self, replayed: &Position) -> Option<Instant> {
+        let history = self.written_at.lock().unwrap_or_else(|p| p.into_inner());
+        history
+            .iter()
+            .rev()
+            .find(|w| replayed.has_reached(&w.position))
+            .map(|w| w.last_sent)
     }
 
     /// Runs `fut` (one statement or transaction step on this node) within the node's
@@ -316,18 +407,29 @@ impl Node {
         &self,
         fut: impl std::future::Future<Output = Result<T, DbErr>>,
     ) -> Result<T, DbErr> {
+        let started = self.now_ms();
+        let mut timed_out = false;
         let result = match self.statement_bound {
             Some(bound) => match tokio::time::timeout(bound, fut).await {
                 Ok(result) => result,
-                Err(_) => Err(crate::ReplicaError::Timeout {
-                    node: self.name.clone(),
-                    after: bound,
+                Err(_) => {
+                    timed_out = true;
+                    Err(crate::ReplicaError::Timeout {
+                        node: self.name.clone(),
+                        after: bound,
+                    }
+                    .into())
                 }
-                .into()),
             },
             None => fut.await,
         };
         match &result {
+            // the bound covers the wait for a pooled connection too: when the monitor's own
+            // connection got an answer meanwhile, the node is alive and the time went to a
+            // full pool or a slow statement, which is no reason to take the node out
+            Err(_) if timed_out && self.answered_check_since(started) => {
+                tracing::debug!(node = %self.name, "statement bound passed while the node answered its checks: node stays in");
+            }
             Err(err) => self.observe_error(err),
             Ok(_) if !self.monitored.load(Ordering::Relaxed) && self.is_down() => self.mark_up(),
             Ok(_) => {}
@@ -407,8 +509,15 @@ impl Node {
         &self.written_refresh
     }
 
-    /// Looks at an error from this node; a connection-level one opens its circuit.
+    /// Looks at an error from this node; a connection-level one opens its circuit. A pool
+    /// that timed out handing out a connection does not: it says the application's pool is
+    /// full, not that the node failed (the monitor checks on a connection of its own, and
+    /// takes the node out if it really does not answer).
     pub(crate) fn observe_error(&self, err: &DbErr) {
+        if is_pool_timeout(err) {
+            tracing::debug!(node = %self.name, "pool timed out: the node stays in (the monitor decides)");
+            return;
+        }
         if crate::ReplicaError::is_connection_level(err) {
             self.mark_down(&err.to_string());
         }
@@ -418,6 +527,20 @@ impl Node {
     pub(crate) fn enter(self: &std::sync::Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+}
+
+/// True for "no connection free in the pool in time" (sqlx `PoolTimedOut`).
+fn is_pool_timeout(err: &DbErr) -> bool {
+    use sea_orm::{ConnAcquireErr, RuntimeErr};
+    match err {
+        DbErr::ConnectionAcquire(ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+            matches!(**e, sea_orm::sqlx::Error::PoolTimedOut)
+        }
+        _ => false,
     }
 }
 

@@ -15,8 +15,16 @@
 //!   read-only unit to another node.
 //! - **lazy.** No pool opens a connection before it is needed, so a node that is down when
 //!   the handle is built does not hold up `connect()`: the first health check finds it down.
+//! - **the monitor has its own connection.** PostgreSQL and MariaDB nodes get a third pool of
+//!   one read-only session ([`CheckPool`]) that only the health checks use, so a saturated
+//!   application pool never makes a healthy node look dead. It logs in with the node's own
+//!   credentials (the URL's), not the read-only ones: the checks read replication views
+//!   (`pg_stat_replication`, `SHOW SLAVE STATUS`) that a role without grants may not see.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use std::time::Instant;
 
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -141,8 +149,14 @@ impl Target {
         }
     }
 
-    /// A lazy pool of `session`s on this target.
-    pub(crate) fn pool(&self, settings: &PoolSettings, session: Session) -> DatabaseConnection {
+    /// A lazy pool of `session`s on this target; with `failures`, a connection opened before
+    /// the node last failed is closed instead of handed out.
+    pub(crate) fn pool(
+        &self,
+        settings: &PoolSettings,
+        session: Session,
+        failures: Option<&Arc<Failures>>,
+    ) -> DatabaseConnection {
         let read_only = session == Session::ReadOnly;
         let target = match &settings.credentials {
             Some((user, password)) => self.clone().with_credentials(user, password.as_deref()),
@@ -162,12 +176,24 @@ impl Target {
                 if !params.is_empty() {
                     o = o.options(params);
                 }
-                let pool = apply(PgPoolOptions::new(), settings).connect_lazy_with(o);
-                SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
+                let mut opts = apply(PgPoolOptions::new(), settings);
+                if let Some(failures) = failures.cloned() {
+                    opts = opts.before_acquire(move |_, meta| {
+                        let fresh = failures.opened_since_last_failure(meta.age);
+                        Box::pin(async move { Ok(fresh) })
+                    });
+                }
+                SqlxPostgresConnector::from_sqlx_postgres_pool(opts.connect_lazy_with(o))
             }
             Target::MySql(o) => {
                 let o = log(o.clone(), settings.logging);
                 let mut opts = apply(MySqlPoolOptions::new(), settings);
+                if let Some(failures) = failures.cloned() {
+                    opts = opts.before_acquire(move |_, meta| {
+                        let fresh = failures.opened_since_last_failure(meta.age);
+                        Box::pin(async move { Ok(fresh) })
+                    });
+                }
                 if read_only {
                     opts = opts.after_connect(|conn, _| {
                         Box::pin(async move {
@@ -247,13 +273,17 @@ fn apply<DB: sqlx::Database>(
     opts
 }
 
-/// The two pools of a node.
+/// The pools of a node.
 #[derive(Debug, Clone)]
 pub(crate) struct Pools {
     /// Read-write sessions.
     pub rw: DatabaseConnection,
     /// Read-only sessions.
     pub ro: DatabaseConnection,
+    /// The health checks' own session; `None` for SQLite, which has no monitor.
+    pub check: Option<Arc<CheckPool>>,
+    /// When the node last failed, shared with the pools' acquire hooks.
+    pub failures: Arc<Failures>,
 }
 
 impl Pools {
@@ -263,28 +293,164 @@ impl Pools {
         Pools {
             rw: DatabaseConnection::default(),
             ro: DatabaseConnection::default(),
+            check: None,
+            failures: Arc::default(),
         }
     }
 
-    /// Both pools on `target`; the read-only one with its own settings.
+    /// The pools on `target`; the read-only one with its own settings, the check pool with the
+    /// read-write one's credentials.
     pub(crate) fn open(target: &Target, rw: &PoolSettings, ro: &PoolSettings) -> Self {
+        let failures = Arc::<Failures>::default();
         Pools {
-            rw: target.pool(rw, Session::ReadWrite),
-            ro: target.pool(ro, Session::ReadOnly),
+            rw: target.pool(rw, Session::ReadWrite, Some(&failures)),
+            ro: target.pool(ro, Session::ReadOnly, Some(&failures)),
+            check: CheckPool::new(target, rw, &failures),
+            failures,
         }
     }
 
-    /// For a pool the caller built: it stays the read-write pool, and read-only sessions are
-    /// opened with its connect options.
-    /// A closed pool stays closed for both kinds.
+    /// For a pool the caller built: it stays the read-write pool, and read-only sessions (and
+    /// the check session) are opened with its connect options.
+    /// A closed pool stays closed for every kind.
     pub(crate) fn around(rw: DatabaseConnection, ro: &PoolSettings) -> Option<Self> {
         let target = Target::of(&rw)?;
-        let ro = if is_closed(&rw) {
-            rw.clone()
-        } else {
-            target.pool(ro, Session::ReadOnly)
+        let failures = Arc::<Failures>::default();
+        if is_closed(&rw) {
+            let closed = CheckPool::fixed(&target, rw.clone());
+            return Some(Pools {
+                ro: rw.clone(),
+                rw,
+                check: closed,
+                failures,
+            });
+        }
+        Some(Pools {
+            ro: target.pool(ro, Session::ReadOnly, Some(&failures)),
+            check: CheckPool::new(&target, &PoolSettings::default(), &failures),
+            rw,
+            failures,
+        })
+    }
+}
+
+/// How many connections the check pool holds: one. A round checks each node once, and a
+/// check that is still running when the next round starts means the node is slow to answer.
+const CHECK_CONNECTIONS: u32 = 1;
+
+/// How long the check pool waits for its connection; the monitor's own `check_timeout`
+/// bounds every check anyway (this only keeps a pool used on its own from waiting 30 s).
+const CHECK_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The monitor's own connection to a node: a lazy pool of one read-only session that no unit
+/// ever uses. Waiting for it is waiting for the previous check, never for the application.
+///
+/// A check that times out mid-statement would leave that one connection to sqlx's release
+/// ping, which waits as long as the server does not answer (hours, behind a dead TCP peer);
+/// [`reset`](Self::reset) replaces the pool instead, so the next check opens a fresh
+/// connection within its own timeout.
+pub(crate) struct CheckPool {
+    /// Where to open it again; `None` for a pool that cannot be reopened (closed by its owner).
+    target: Option<Target>,
+    settings: PoolSettings,
+    failures: Arc<Failures>,
+    pool: RwLock<DatabaseConnection>,
+}
+
+impl std::fmt::Debug for CheckPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckPool").finish_non_exhaustive()
+    }
+}
+
+impl CheckPool {
+    /// The check pool of a node on `target` with the credentials of `rw`; `None` for SQLite.
+    fn new(target: &Target, rw: &PoolSettings, failures: &Arc<Failures>) -> Option<Arc<Self>> {
+        if matches!(target, Target::Sqlite(_)) {
+            return None;
+        }
+        let settings = PoolSettings {
+            max_connections: Some(CHECK_CONNECTIONS),
+            min_connections: None,
+            acquire_timeout: Some(CHECK_ACQUIRE_TIMEOUT),
+            idle_timeout: None,
+            max_lifetime: rw.max_lifetime,
+            statement_timeout: None,
+            logging: rw.logging,
+            credentials: rw.credentials.clone(),
         };
-        Some(Pools { ro, rw })
+        let pool = target.pool(&settings, Session::ReadOnly, Some(failures));
+        Some(Arc::new(CheckPool {
+            target: Some(target.clone()),
+            settings,
+            failures: Arc::clone(failures),
+            pool: RwLock::new(pool),
+        }))
+    }
+
+    /// A check "pool" that is the given (closed) pool and stays so.
+    fn fixed(target: &Target, pool: DatabaseConnection) -> Option<Arc<Self>> {
+        if matches!(target, Target::Sqlite(_)) {
+            return None;
+        }
+        Some(Arc::new(CheckPool {
+            target: None,
+            settings: PoolSettings::default(),
+            failures: Arc::default(),
+            pool: RwLock::new(pool),
+        }))
+    }
+
+    /// The pool to check through now (a cheap clone of a handle).
+    pub(crate) fn get(&self) -> DatabaseConnection {
+        self.pool.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops the current connection (after a check that did not finish) and starts a fresh
+    /// lazy pool. The old connection is abandoned to its release task, not waited for.
+    pub(crate) fn reset(&self) {
+        if let Some(target) = &self.target {
+            let fresh = target.pool(&self.settings, Session::ReadOnly, Some(&self.failures));
+            *self.pool.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+    }
+}
+
+/// When a node last failed. Its pools ask it before handing out an idle connection: one opened
+/// before the failure (a restart, a lost network) is closed and replaced rather than handed to
+/// a unit that would fail on it. No round trip: the pools do not ping (the monitor knows
+/// whether the node is alive), and this is what a ping would have caught after a failure.
+#[derive(Debug)]
+pub(crate) struct Failures {
+    epoch: Instant,
+    /// Milliseconds since `epoch` at the last failure, plus one; 0: never failed.
+    last_ms: AtomicU64,
+}
+
+impl Default for Failures {
+    fn default() -> Self {
+        Failures {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Failures {
+    /// Records a failure of the node now.
+    pub(crate) fn note(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2);
+        self.last_ms.fetch_max(now + 1, Ordering::Relaxed);
+    }
+
+    /// True for a connection of this `age` that was opened after the node last failed.
+    fn opened_since_last_failure(&self, age: Duration) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return true;
+        }
+        let opened = self.epoch.elapsed().saturating_sub(age);
+        u64::try_from(opened.as_millis()).unwrap_or(u64::MAX) >= last
     }
 }
 

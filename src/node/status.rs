@@ -38,6 +38,30 @@ pub struct NodeStatus {
     pub in_flight: usize,
     /// Units it has served.
     pub units: u64,
+    /// What is off about the node, in words, when something is: a configured primary that
+    /// reports being a replica (it takes no writes), a fenced primary, a replica that took over.
+    pub note: Option<String>,
+}
+
+impl NodeStatus {
+    /// True for the node read-write units go to while it reports being a replica: read-write
+    /// units fail with [`NoPrimary`](crate::ReplicaError::NoPrimary) until a node reports
+    /// being the primary.
+    pub fn refuses_writes(&self) -> bool {
+        self.current_primary && self.server_role == ServerRole::Replica
+    }
+
+    /// What its routing column says: `read-write`, `no writes` (the primary reports being a
+    /// replica), `read-only`, `fenced` or `standby`.
+    pub fn routing(&self) -> &'static str {
+        match (self.current_primary, self.fenced, self.configured) {
+            (true, _, _) if self.refuses_writes() => "no writes",
+            (true, _, _) => "read-write",
+            (false, true, _) => "fenced",
+            (false, false, Role::Replica) if self.server_role != ServerRole::Primary => "read-only",
+            _ => "standby",
+        }
+    }
 }
 
 /// A snapshot of every node of a handle. `Display` prints a table.
@@ -62,14 +86,7 @@ impl std::fmt::Display for Status {
             "node", "config", "server", "routing", "health", "lag", "in flight", "units"
         )?;
         for n in &self.nodes {
-            let routing = match (n.current_primary, n.fenced, n.configured) {
-                (true, _, _) => "read-write",
-                (false, true, _) => "fenced",
-                (false, false, Role::Replica) if n.server_role != ServerRole::Primary => {
-                    "read-only"
-                }
-                _ => "standby",
-            };
+            let routing = n.routing();
             let health = match n.down_for {
                 None => "up".to_owned(),
                 Some(d) => format!("down {:.1}s", d.as_secs_f64()),
@@ -89,10 +106,54 @@ impl std::fmt::Display for Status {
                 n.in_flight,
                 n.units
             )?;
+            if let Some(note) = &n.note {
+                writeln!(f, "    note: {note}")?;
+            }
             if let Some(err) = &n.last_error {
                 writeln!(f, "    last error: {err}")?;
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(configured: Role, server_role: ServerRole, current_primary: bool) -> NodeStatus {
+        NodeStatus {
+            name: "primary".into(),
+            url: "postgres://app@db/app".into(),
+            configured,
+            server_role,
+            current_primary,
+            fenced: false,
+            up: true,
+            down_for: None,
+            last_error: None,
+            lag: None,
+            term: 0,
+            in_flight: 0,
+            units: 0,
+            note: None,
+        }
+    }
+
+    #[test]
+    fn a_primary_that_reports_being_a_replica_takes_no_writes_in_the_view() {
+        let mut bad = line(Role::Primary, ServerRole::Replica, true);
+        bad.note = Some("configured as a primary, but the server reports being a replica".into());
+        assert!(bad.refuses_writes());
+        assert_eq!(bad.routing(), "no writes");
+        let text = Status { nodes: vec![bad] }.to_string();
+        assert!(
+            text.contains("no writes") && text.contains("note: configured as a primary"),
+            "{text}"
+        );
+        assert!(!text.contains("read-write"), "{text}");
+        let good = line(Role::Primary, ServerRole::Primary, true);
+        assert!(!good.refuses_writes());
+        assert_eq!(good.routing(), "read-write");
     }
 }

@@ -1,18 +1,53 @@
 //! Primary election and fencing, decided after every round of health checks (the rules are
-//! described in [`routing`](super)), and the round itself: check the nodes, then elect.
+//! described in [`routing`](super)), and the round itself: check the nodes, then elect, then
+//! read the replicas' lag against the elected primary.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Router;
-use crate::node::monitor::check_due;
-use crate::node::{Node, ServerRole};
+use sea_orm::{DbErr, RuntimeErr};
 
-/// One round: checks every node that is due, all at once, then elects the primary.
+use super::Router;
+use crate::node::monitor::{check_due, measure_lags, record};
+use crate::node::{Node, ServerRole};
+use crate::ReplicaError;
+
+/// One round: checks every node that is due, all at once; records what they said; elects the
+/// primary; then sets every answered node's lag (a replica's read against that primary).
+/// Nothing awaits between recording and the lags, so no unit sees a half-recorded round.
 pub(crate) async fn check_nodes(router: &Router, timeout: Duration) {
-    check_due(router.nodes(), timeout).await;
+    let round = check_due(router.nodes(), timeout).await;
+    record(&round);
     router.elect();
+    measure_lags(&round, &router.primary());
+}
+
+/// The round `connect()` runs before handing out the handle. It fails when no node answered
+/// at all ([`ReplicaError::Unreachable`], naming the primary), and when the node that would
+/// take writes answered that it is a replica while no node reports being a primary that could
+/// take over ([`ReplicaError::PrimaryIsReplica`]): a primary URL that points at a replica is a
+/// configuration mistake, found here rather than by the first write. A primary that is only
+/// down (unreachable) does not fail `connect()`: it starts down and the monitor brings it in.
+pub(crate) async fn first_round(router: &Router, timeout: Duration) -> Result<(), ReplicaError> {
+    check_nodes(router, timeout).await;
+    let primary = router.primary();
+    if router.nodes().all(|n| n.is_down()) {
+        return Err(ReplicaError::Unreachable {
+            node: primary.name().to_owned(),
+            url: primary.url().to_owned(),
+            source: DbErr::Conn(RuntimeErr::Internal(
+                primary.last_error().unwrap_or_default(),
+            )),
+        });
+    }
+    if !primary.is_down() && primary.server_role() == ServerRole::Replica {
+        return Err(ReplicaError::PrimaryIsReplica {
+            node: primary.name().to_owned(),
+            url: primary.url().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 impl Router {

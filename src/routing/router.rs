@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Balancer;
 use crate::node::status::{NodeStatus, Status};
-use crate::node::{Node, ServerRole};
+use crate::node::{Node, Role, ServerRole};
 use crate::ReplicaError;
 
 /// What a read-only unit does when no replica is eligible.
@@ -257,23 +257,56 @@ impl Router {
 impl Status {
     pub(crate) fn collect(router: &Router) -> Self {
         let primary = router.primary();
-        let line = |n: &Node| NodeStatus {
-            name: n.name().to_owned(),
-            url: n.url().to_owned(),
-            configured: n.role(),
-            server_role: n.server_role(),
-            current_primary: std::ptr::eq(n, &*primary),
-            fenced: router.is_fenced(n),
-            up: !n.is_down(),
-            down_for: n.down_for(),
-            last_error: n.last_error().filter(|_| n.is_down()),
-            lag: n.lag().filter(|_| n.server_role() != ServerRole::Primary),
-            term: n.term(),
-            in_flight: n.in_flight(),
-            units: n.counters.units.load(std::sync::atomic::Ordering::Relaxed),
+        let line = |n: &Node| {
+            let current_primary = std::ptr::eq(n, &*primary);
+            let fenced = router.is_fenced(n);
+            let server_role = n.server_role();
+            NodeStatus {
+                name: n.name().to_owned(),
+                url: n.url().to_owned(),
+                configured: n.role(),
+                server_role,
+                current_primary,
+                fenced,
+                up: !n.is_down(),
+                down_for: n.down_for(),
+                last_error: n.last_error().filter(|_| n.is_down()),
+                lag: n.lag().filter(|_| server_role != ServerRole::Primary),
+                term: n.term(),
+                in_flight: n.in_flight(),
+                units: n.counters.units.load(std::sync::atomic::Ordering::Relaxed),
+                note: note(n.role(), server_role, current_primary, fenced),
+            }
         };
         Status {
             nodes: router.nodes().map(|n| line(n)).collect(),
         }
+    }
+}
+
+/// What the status view says about a node whose configured role, reported role and routing do
+/// not line up; the words match [`ReplicaError::NoPrimary`]'s.
+fn note(configured: Role, server: ServerRole, current: bool, fenced: bool) -> Option<String> {
+    let role = match configured {
+        Role::Primary => "configured as a primary",
+        Role::Replica => "configured as a replica",
+    };
+    match (server, current, fenced) {
+        (ServerRole::Replica, true, _) => Some(format!(
+            "{role}, but the server reports being a replica (in recovery / read_only), and no \
+             other node reports being the primary: read-write units fail with NoPrimary"
+        )),
+        (ServerRole::Replica, false, _) if configured == Role::Primary => Some(format!(
+            "{role}, but the server reports being a replica (in recovery / read_only): it takes \
+             no writes"
+        )),
+        (ServerRole::Primary, false, true) => Some(format!(
+            "{role}; reports being a primary, but not the current one (an older term, or a \
+             second primary): it gets no units"
+        )),
+        (ServerRole::Primary, true, _) if configured == Role::Replica => Some(format!(
+            "{role}; reports being the primary (promoted) and took over: read-write units go here"
+        )),
+        _ => None,
     }
 }

@@ -45,7 +45,7 @@ use tracing::{field::Empty, Instrument, Span};
 
 use access::{Access, ReadWrite};
 use scope::{note_write, read_consistency, record_write, wants_tokens};
-use statement_kind::{classify, StatementKind};
+use statement_kind::check_read_only;
 use txn::OwnTxn;
 
 use crate::consistency::{CausalToken, Consistency};
@@ -355,22 +355,34 @@ impl<A: Access> UnitOfWork<A> {
         }
     }
 
-    /// Rolls back. A unit that ran no statement returns at once.
+    /// Rolls back, bounded like a statement. A unit that ran no statement returns at once.
     pub async fn rollback(self) -> Result<(), DbErr> {
         let span = self.span.clone();
         match self.state.into_inner() {
-            Some(Active::Txn(_, txn)) => txn.rollback().instrument(span).await,
-            Some(Active::Own(_, _, Some(savepoint))) => savepoint.end(false).instrument(span).await,
-            Some(Active::Own(_, txn, None)) => txn.rollback().instrument(span).await,
+            Some(Active::Txn(route, txn)) => {
+                route.node.bounded(txn.rollback()).instrument(span).await
+            }
+            Some(Active::Own(route, _, Some(savepoint))) => {
+                route
+                    .node
+                    .bounded(savepoint.end(false))
+                    .instrument(span)
+                    .await
+            }
+            Some(Active::Own(route, txn, None)) => {
+                route.node.bounded(txn.rollback()).instrument(span).await
+            }
             _ => Ok(()),
         }
     }
 
+    /// The early, friendly refusal of read-only work the server would refuse, and of what a
+    /// read-only session does not stop (see [`statement_kind`]).
     fn guard(&self, sql: &str) -> Result<(), DbErr> {
         if A::READ_ONLY {
-            if let StatementKind::Write(keyword) = classify(sql) {
+            if let Err(refusal) = check_read_only(sql, self.db.backend().into()) {
                 let err = ReplicaError::WriteInReadOnly {
-                    keyword: keyword.to_owned(),
+                    keyword: refusal.what,
                 };
                 tracing::warn!(parent: &self.span, %err, "refused");
                 return Err(err.into());

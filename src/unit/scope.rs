@@ -1,4 +1,4 @@
-//! Ambient, task-scoped routing: seeds/002's `use_replica` context, and the per-request scope
+//! Ambient, task-scoped routing: Django's `use_replica` context, and the per-request scope
 //! the tower layer runs each request in.
 //!
 //! Inside a read-only scope, statements sent straight to a

@@ -98,6 +98,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A connection that is closed when dropped, unless taken out first.
+struct Discard(Option<Conn>);
+
+impl Drop for Discard {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            conn.discard();
+        }
+    }
+}
+
 /// How long the background rollback of a dropped transaction may take before its
 /// connection is closed instead.
 const BACKGROUND_ROLLBACK_BOUND: Duration = Duration::from_secs(5);
@@ -234,25 +245,27 @@ impl OwnTxn {
     /// error and the session holds nothing the reset cannot undo; otherwise it is closed.
     async fn finish(&self, end: &str, position: Option<&str>) -> Result<Vec<String>, DbErr> {
         let mut guard = self.conn.lock().await;
-        let mut conn = guard
+        let conn = guard
             .take()
             .ok_or_else(|| internal("transaction already finished"))?;
+        // dropped before the answer (cancelled, or cut off by the statement bound): closed
+        let mut conn = Discard(Some(conn));
         let dialect = Dialect(self.backend);
-        let broken = self.broken.load(Ordering::Relaxed);
-        if broken && end != "ROLLBACK" {
-            conn.discard();
-            return Err(internal(
-                "transaction abandoned: an earlier statement did not finish (cancelled or timed out); it was rolled back",
-            ));
-        }
-        if broken {
+        if self.broken.load(Ordering::Relaxed) {
             // the server rolls back what the closed connection had open
-            conn.discard();
-            return Ok(Vec::new());
+            return if end == "ROLLBACK" {
+                Ok(Vec::new())
+            } else {
+                Err(internal(
+                    "transaction abandoned: an earlier statement did not finish (cancelled or timed out); it was rolled back",
+                ))
+            };
         }
         let sql = dialect.end_transaction_sql(end, position);
-        let in_flight = InFlight(&self.broken);
-        let result = on_conn!(&mut conn, |c| {
+        let Some(c) = conn.0.as_mut() else {
+            return Err(internal("transaction already finished"));
+        };
+        let texts = on_conn!(c, |c| {
             match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut **c)
                 .await
@@ -264,20 +277,12 @@ impl OwnTxn {
                     .collect::<Result<Vec<_>, _>>(),
                 Err(err) => Err(exec_err(err)),
             }
-        });
-        in_flight.done();
-        match result {
-            Ok(texts) => {
-                if self.dirty.load(Ordering::Relaxed) {
-                    conn.discard();
-                }
-                Ok(texts)
-            }
-            Err(err) => {
-                conn.discard();
-                Err(err)
-            }
+        })?;
+        if !self.dirty.load(Ordering::Relaxed) {
+            // answered, and nothing left behind that the reset cannot undo: pool it
+            drop(conn.0.take());
         }
+        Ok(texts)
     }
 
     /// Commits and reads the primary's position in the same round trip.

@@ -365,18 +365,17 @@ pub async fn snapshot_units_run_in_one_read_only_transaction(c: &Cluster) {
     unit.commit().await.unwrap();
 }
 
+/// A primary URL that points at a replica is refused before any migration can run: by
+/// `connect()` itself (its first round of checks asks every node its role). A primary demoted
+/// after `connect()` is refused by `migrate` (`MigrationOnReplica`, in tests/health.rs).
 pub async fn migrations_refuse_a_replica(c: &Cluster) {
-    let misconfigured = ReplicatedDatabase::builder()
+    let err = ReplicatedDatabase::builder()
         .primary_node(NodeConfig::new(&c.replicas[0]).name("oops-a-replica"))
         .connect()
         .await
-        .unwrap();
-    let err = misconfigured
-        .migrate::<migration::Migrator>(sea_orm_replica::MigrateOptions::new())
-        .await
-        .unwrap_err();
+        .expect_err("a replica as the primary");
     assert!(
-        matches!(&err, ReplicaError::MigrationOnReplica { node } if node == "oops-a-replica"),
+        matches!(&err, ReplicaError::PrimaryIsReplica { node, .. } if node == "oops-a-replica"),
         "{err}"
     );
 }
