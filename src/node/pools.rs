@@ -227,7 +227,15 @@ impl Target {
                         o = o.journal_mode(SqliteJournalMode::Wal);
                     }
                     // one writer: SQLite takes one write lock at a time anyway
-                    opts = opts.max_connections(settings.max_connections.unwrap_or(1));
+                    opts = opts
+                        .max_connections(settings.max_connections.unwrap_or(1))
+                        .after_release(|conn, _| {
+                            Box::pin(async move {
+                                // a unit dropped while its BEGIN was queued leaves the
+                                // connection inside a transaction: close it, never reuse it
+                                Ok(!sqlite_in_transaction(conn).await?)
+                            })
+                        });
                     if memory {
                         // the database lives as long as one connection to it does
                         opts = opts
@@ -462,4 +470,17 @@ fn is_closed(conn: &DatabaseConnection) -> bool {
         T::SqlxSqlitePoolConnection(_) => conn.get_sqlite_connection_pool().is_closed(),
         _ => true,
     }
+}
+
+/// True when the SQLite connection is inside a transaction, as the engine itself says
+/// (`sqlite3_get_autocommit`). Taking the handle waits for every command queued before it.
+async fn sqlite_in_transaction(
+    conn: &mut sqlx::sqlite::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    let mut handle = conn.lock_handle().await?;
+    let raw = handle.as_raw_handle();
+    // SAFETY: `raw` is the live handle of the locked connection; sqlite3_get_autocommit only
+    // reads its state and is safe to call from the thread holding the lock.
+    let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(raw.as_ptr()) };
+    Ok(autocommit == 0)
 }

@@ -113,8 +113,10 @@ impl Drop for Discard {
 /// connection is closed instead.
 const BACKGROUND_ROLLBACK_BOUND: Duration = Duration::from_secs(5);
 
+/// A misuse of a finished or abandoned transaction: the statement's fault, not the node's (a
+/// connection-level error would take the node out of routing).
 fn internal(msg: &str) -> DbErr {
-    DbErr::Conn(RuntimeErr::Internal(msg.to_owned()))
+    DbErr::Custom(msg.to_owned())
 }
 
 fn acquire_err(err: sqlx::Error) -> DbErr {
