@@ -48,8 +48,9 @@ pub struct MigrationReport {
 impl ReplicatedDatabase {
     /// Applies `M`'s pending migrations on the primary.
     ///
-    /// The primary is asked first whether it is a replica (`pg_is_in_recovery()`,
-    /// `@@read_only`); a primary URL that points at a replica fails with
+    /// A primary URL that points at a replica is already refused by `connect()`
+    /// ([`ReplicaError::PrimaryIsReplica`]); the primary is asked again here whether it is a
+    /// replica (`pg_is_in_recovery()`, `@@read_only`), so one demoted since fails with
     /// [`ReplicaError::MigrationOnReplica`] before anything runs. With
     /// [`MigrateOptions::wait_for_replicas`] it then waits for every replica to replay the
     /// primary's position, failing with [`ReplicaError::CatchUpTimeout`] if one does not.
