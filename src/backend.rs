@@ -273,8 +273,18 @@ impl Dialect {
     /// the caller sees the error: nothing was committed. (A failure after a successful
     /// `COMMIT` — the connection lost mid-message — reports an error for a commit that
     /// happened: never the other way round, so no acknowledged write is lost.)
-    pub fn end_transaction_sql(self, end: &str, position: Option<&str>) -> String {
+    ///
+    /// PostgreSQL answers `COMMIT` of a transaction that a failed statement aborted with a
+    /// silent `ROLLBACK`: a commit the caller would take as acknowledged though nothing was
+    /// written. So a commit starts with a statement that fails in an aborted transaction
+    /// (`SELECT 1`): the server stops there, the caller gets the error, and nothing is
+    /// acknowledged. Same message, no extra round trip. (A read-only transaction has nothing
+    /// to lose: `wrote` is false and its commit ends it quietly.)
+    pub fn end_transaction_sql(self, end: &str, wrote: bool, position: Option<&str>) -> String {
         let mut sql = String::with_capacity(256);
+        if self.0 == DbBackend::Postgres && end == "COMMIT" && wrote {
+            sql.push_str("SELECT 1 AS sor_alive; ");
+        }
         sql.push_str(end);
         if let Some(reset) = self.session_reset_sql() {
             sql.push_str("; ");

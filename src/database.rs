@@ -27,7 +27,9 @@ use crate::unit::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
 };
-use crate::unit::statement_kind::{check_read_only, classify, StatementKind};
+use crate::unit::statement_kind::{
+    calls_unknown_function, check_read_only, classify, StatementKind,
+};
 use crate::unit::txn::OwnTxn;
 use crate::unit::{run_in, UnitOfWork, UnitOptions};
 use crate::ReplicaError;
@@ -734,13 +736,19 @@ macro_rules! on_ambient {
         NodeCounters::bump(&node.counters.statements);
         NodeCounters::bump(&node.counters.acquisitions);
         let result = match &route {
-            // read-only work on the primary: a READ ONLY transaction on its read-only sessions
+            // read-only work on the primary, or a read calling a routine that may set session
+            // state: a READ ONLY transaction on read-only sessions, whose end resets the session
             Some(route)
-                if route.reason.is_read_only_on_primary() && OwnTxn::supports(node.dialect().0) =>
+                if OwnTxn::supports(node.dialect().0)
+                    && (route.reason.is_read_only_on_primary()
+                        || calls_unknown_function($sql, node.dialect().0)) =>
             {
                 let txn = node
                     .bounded(OwnTxn::begin(node.read_connection(), true, None, None))
                     .await?;
+                if calls_unknown_function($sql, node.dialect().0) {
+                    txn.isolate_session();
+                }
                 let result = {
                     let $c = &txn;
                     node.bounded($call).await

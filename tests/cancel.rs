@@ -1229,8 +1229,12 @@ async fn write_once(db: &ReplicatedDatabase, insert: &str, value: &str) -> Resul
     let unit = db.begin_read_write();
     let b = unit.get_database_backend();
     let pid = session_id(&unit).await?;
-    unit.execute_raw(Statement::from_sql_and_values(b, insert, [Value::from(value)]))
-        .await?;
+    unit.execute_raw(Statement::from_sql_and_values(
+        b,
+        insert,
+        [Value::from(value)],
+    ))
+    .await?;
     unit.commit().await?;
     Ok(pid)
 }
@@ -1263,9 +1267,13 @@ async fn statement_bound_closes_the_connection(backend: DbBackend) {
 
     let cut = db.begin_read_write();
     let pid = session_id(&cut).await.expect("session id");
-    cut.execute_raw(Statement::from_sql_and_values(b, &insert, [Value::from("cut")]))
-        .await
-        .expect("insert");
+    cut.execute_raw(Statement::from_sql_and_values(
+        b,
+        &insert,
+        [Value::from("cut")],
+    ))
+    .await
+    .expect("insert");
     let sleep = match b {
         DbBackend::Postgres => {
             // the server's own statement_timeout (300 ms) would answer first: switch it off for
@@ -1391,7 +1399,10 @@ async fn statement_bound_closes_the_connection(backend: DbBackend) {
         query_i64(&s.admin, &gone_sql).await.ok() == Some(0)
     })
     .await;
-    eprintln!("  session {pid} gone at the server: {gone} ({:?} after the checks began)", gone_started.elapsed());
+    eprintln!(
+        "  session {pid} gone at the server: {gone} ({:?} after the checks began)",
+        gone_started.elapsed()
+    );
     if !gone {
         failures.push(format!(
             "session {pid} (cut off by the statement bound) still exists 10 s later"

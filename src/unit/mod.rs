@@ -45,7 +45,7 @@ use tracing::{field::Empty, Instrument, Span};
 
 use access::{Access, ReadWrite};
 use scope::{note_write, read_consistency, record_write, wants_tokens};
-use statement_kind::check_read_only;
+use statement_kind::{calls_unknown_function, check_read_only};
 use txn::OwnTxn;
 
 use crate::consistency::{CausalToken, Consistency};
@@ -646,6 +646,11 @@ impl<A: Access> UnitOfWork<A> {
 macro_rules! on_active {
     ($self:ident, $sql:expr, $input:expr, |$c:ident, $i:ident| $call:expr) => {{
         $self.guard($sql)?;
+        // a read calling a routine that may set session state runs in its own read-only
+        // transaction, whose end resets the session (see `isolated`)
+        let isolate = A::READ_ONLY
+            && OwnTxn::supports($self.db.backend())
+            && calls_unknown_function($sql, $self.db.backend());
         let mut input = Some($input);
         let mut attempt = 1;
         loop {
@@ -665,6 +670,26 @@ macro_rules! on_active {
                 None => break Err(DbErr::Custom("internal: statement already sent".into())),
             };
             let result = match active {
+                Active::Pool(_) if isolate => {
+                    NodeCounters::bump(&node.counters.acquisitions);
+                    node.bounded(Box::pin(async {
+                        let txn = OwnTxn::begin(node.read_connection(), true, None, None).await?;
+                        txn.isolate_session();
+                        let result = {
+                            let $c = &txn;
+                            $call.await
+                        };
+                        match result {
+                            Ok(value) => txn.commit().await.map(|()| value),
+                            Err(err) => {
+                                let _ = txn.rollback().await;
+                                Err(err)
+                            }
+                        }
+                    }))
+                    .instrument($self.span.clone())
+                    .await
+                }
                 Active::Pool(_) => {
                     NodeCounters::bump(&node.counters.acquisitions);
                     let $c = node.read_connection();

@@ -312,6 +312,7 @@ const ADMIN_LEADERS: &[&str] = &[
 ];
 
 const PG_DENIED: &[&str] = &[
+    "setseed",
     "pg_promote",
     "pg_terminate_backend",
     "pg_cancel_backend",
@@ -1722,35 +1723,336 @@ impl<'a> Checker<'a> {
 /// True when `sql`, run in a read-write unit, may leave session state that the
 /// transaction's closing message does not undo (see
 /// [`Dialect::session_reset_sql`](crate::backend::Dialect::session_reset_sql)): the unit's
-/// connection is then closed instead of pooled. A hint from the text (a function the
-/// statement calls may do more), erring towards closing.
+/// connection is then closed instead of pooled. Every statement of a multi-statement string
+/// counts. A hint from the text (a function the statement calls may do more: state set inside
+/// a stored routine is not seen), erring towards closing; text it cannot read counts too.
 pub(crate) fn may_leave_session_state(sql: &str, backend: sea_orm::DbBackend) -> bool {
-    let mut lexer = Lexer::new(sql, Lex::Any);
-    let bytes = sql.as_bytes();
-    let mut words = std::iter::from_fn(move || loop {
-        match lexer.next_token() {
-            Ok(t) if t.kind == Kind::Word => return Some(t.text(bytes)),
-            Ok(t) if t.kind != Kind::End => {}
-            _ => return None,
-        }
-    });
-    let Some(first) = words.next() else {
-        return false;
+    let mysql = backend == sea_orm::DbBackend::MySql;
+    let lex = match backend {
+        sea_orm::DbBackend::Postgres => Lex::Pg,
+        sea_orm::DbBackend::MySql => Lex::My,
+        _ => Lex::Lite,
     };
-    let is_any = |list: &[&str]| list.iter().any(|k| is(first, k));
-    // effects that outlive the transaction and that no reset undoes (or that hide more)
-    if is_any(&["PREPARE", "DEALLOCATE", "DISCARD", "LOAD", "DO", "CALL"]) {
+    if mysql && (user_variable(sql) || calls_unknown_function(sql, backend)) {
         return true;
     }
-    match backend {
-        sea_orm::DbBackend::MySql => {
-            is_any(&["SET", "EXECUTE", "LOCK", "UNLOCK", "USE", "HANDLER"])
-                || (is(first, "CREATE") && words.next().is_some_and(|w| is(w, "TEMPORARY")))
-                || sql.contains(":=")
-                || (sql.contains('@') && words.any(|w| is(w, "INTO")))
+    let bytes = sql.as_bytes();
+    let mut lexer = Lexer::new(sql, lex);
+    let mut leading = true;
+    let mut previous: Option<&[u8]> = None;
+    loop {
+        let token = match lexer.next_token() {
+            Ok(t) if t.kind == Kind::End => return false,
+            Ok(t) => t,
+            Err(_) => return true,
+        };
+        match token.kind {
+            Kind::Semicolon => {
+                leading = true;
+                previous = None;
+                continue;
+            }
+            Kind::ColonEq => return true,
+            Kind::Word => {}
+            _ => {
+                leading = false;
+                previous = None;
+                continue;
+            }
         }
-        _ => false,
+        let word = token.text(bytes);
+        let any = |list: &[&str]| list.iter().any(|k| is(word, k));
+        if leading {
+            // effects that outlive the transaction and that no reset undoes (or hide more)
+            if any(&["PREPARE", "DEALLOCATE", "DISCARD", "LOAD", "DO", "CALL"])
+                || (mysql && any(&["SET", "EXECUTE", "LOCK", "UNLOCK", "USE", "HANDLER"]))
+            {
+                return true;
+            }
+        }
+        if previous.is_some_and(|p| is(p, "CREATE")) && mysql && any(&["TEMPORARY"]) {
+            return true;
+        }
+        // functions whose effect is session state: the random seed; MariaDB's
+        // LAST_INSERT_ID(expr) and sequence functions (LASTVAL afterwards)
+        if any(&["setseed"])
+            || (mysql && any(&["last_insert_id", "nextval", "lastval", "setval", "NEXT"]))
+        {
+            return true;
+        }
+        leading = false;
+        previous = Some(word);
     }
+}
+
+/// Words that are followed by `(` as SQL syntax, not as a function call.
+const SYNTAX_BEFORE_PAREN: &[&str] = &[
+    "all",
+    "and",
+    "any",
+    "array",
+    "as",
+    "between",
+    "by",
+    "case",
+    "cast",
+    "convert",
+    "cube",
+    "distinct",
+    "else",
+    "end",
+    "except",
+    "exists",
+    "filter",
+    "from",
+    "grouping",
+    "having",
+    "in",
+    "intersect",
+    "interval",
+    "is",
+    "join",
+    "lateral",
+    "like",
+    "limit",
+    "not",
+    "offset",
+    "on",
+    "or",
+    "over",
+    "partition",
+    "recursive",
+    "rollup",
+    "row",
+    "select",
+    "sets",
+    "some",
+    "then",
+    "union",
+    "using",
+    "values",
+    "when",
+    "where",
+    "window",
+    "with",
+    "within",
+    "materialized",
+    "table",
+    "returning",
+    "explain",
+    "analyze",
+    "verbose",
+    "format",
+    "key",
+    "share",
+    "update",
+    "for",
+    "overlay",
+    "position",
+    "substring",
+    "trim",
+    "extract",
+    "rows",
+    "range",
+    "groups",
+];
+
+/// Built-in functions that read and compute only: calling them leaves no session state.
+const PURE_FUNCTIONS: &[&str] = &[
+    "abs",
+    "age",
+    "array_agg",
+    "array_length",
+    "avg",
+    "bit_length",
+    "bool_and",
+    "bool_or",
+    "btrim",
+    "ceil",
+    "ceiling",
+    "char_length",
+    "character_length",
+    "coalesce",
+    "concat",
+    "concat_ws",
+    "count",
+    "cume_dist",
+    "curdate",
+    "current_date",
+    "current_setting",
+    "current_time",
+    "current_timestamp",
+    "curtime",
+    "date",
+    "date_add",
+    "date_format",
+    "date_part",
+    "date_sub",
+    "date_trunc",
+    "datediff",
+    "datetime",
+    "day",
+    "dense_rank",
+    "exp",
+    "extract",
+    "first_value",
+    "floor",
+    "format",
+    "from_unixtime",
+    "generate_series",
+    "greatest",
+    "group_concat",
+    "hex",
+    "hour",
+    "if",
+    "ifnull",
+    "iif",
+    "inet_server_port",
+    "initcap",
+    "instr",
+    "isnull",
+    "json_agg",
+    "json_array",
+    "json_build_array",
+    "json_build_object",
+    "json_extract",
+    "json_object",
+    "json_unquote",
+    "jsonb_agg",
+    "jsonb_build_array",
+    "jsonb_build_object",
+    "julianday",
+    "lag",
+    "last_value",
+    "lead",
+    "least",
+    "left",
+    "length",
+    "ln",
+    "localtime",
+    "localtimestamp",
+    "log",
+    "lower",
+    "lpad",
+    "ltrim",
+    "make_date",
+    "master_gtid_wait",
+    "master_pos_wait",
+    "max",
+    "md5",
+    "min",
+    "minute",
+    "mod",
+    "month",
+    "now",
+    "nth_value",
+    "ntile",
+    "nullif",
+    "octet_length",
+    "percent_rank",
+    "pg_backend_pid",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_lsn",
+    "pg_is_in_recovery",
+    "pg_last_wal_receive_lsn",
+    "pg_last_wal_replay_lsn",
+    "pg_last_xact_replay_timestamp",
+    "pg_sleep",
+    "pg_walfile_name",
+    "position",
+    "power",
+    "printf",
+    "quote",
+    "random",
+    "rank",
+    "regexp_replace",
+    "repeat",
+    "replace",
+    "reverse",
+    "right",
+    "round",
+    "row_number",
+    "rpad",
+    "rtrim",
+    "second",
+    "sign",
+    "sleep",
+    "split_part",
+    "sqrt",
+    "str_to_date",
+    "strftime",
+    "string_agg",
+    "strpos",
+    "substr",
+    "substring",
+    "sum",
+    "timestamp",
+    "to_char",
+    "to_date",
+    "to_number",
+    "to_timestamp",
+    "total",
+    "trim",
+    "trunc",
+    "typeof",
+    "unix_timestamp",
+    "unnest",
+    "upper",
+    "uuid",
+    "version",
+    "year",
+];
+
+/// True when `sql` calls a function that is not a known pure built-in: a user-defined
+/// function or routine, which may set session state the text cannot show (a `search_path`,
+/// a lock, a MariaDB user variable). Quoted names count; text it cannot read counts too.
+pub(crate) fn calls_unknown_function(sql: &str, backend: sea_orm::DbBackend) -> bool {
+    let lex = match backend {
+        sea_orm::DbBackend::Postgres => Lex::Pg,
+        sea_orm::DbBackend::MySql => Lex::My,
+        _ => Lex::Lite,
+    };
+    let bytes = sql.as_bytes();
+    let mut lexer = Lexer::new(sql, lex);
+    let mut previous: Option<Token> = None;
+    loop {
+        let token = match lexer.next_token() {
+            Ok(t) if t.kind == Kind::End => return false,
+            Ok(t) => t,
+            Err(_) => return true,
+        };
+        if token.kind == Kind::LParen {
+            if let Some(name) = previous {
+                match name.kind {
+                    Kind::QuotedIdent => return true,
+                    Kind::Word => {
+                        let word = name.text(bytes);
+                        let known = |list: &[&str]| list.iter().any(|k| is(word, k));
+                        if !known(SYNTAX_BEFORE_PAREN) && !known(PURE_FUNCTIONS) {
+                            return true;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        previous = Some(token);
+    }
+}
+
+/// True when MySQL text names a user variable (`@v`, `@'v'`, ``@`v` ``), not a system one
+/// (`@@v`): reading one is harmless, but setting one (in `SET`, `SELECT … INTO`, `:=`, or a
+/// routine) is session state. Erring towards true: an `@` inside a literal counts too.
+fn user_variable(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'@'
+            && (i == 0 || b[i - 1] != b'@')
+            && b.get(i + 1).is_some_and(|n| {
+                *n != b'@'
+                    && (n.is_ascii_alphanumeric() || matches!(n, b'_' | b'$' | b'`' | b'\'' | b'"'))
+            })
+    })
 }
 
 #[cfg(test)]

@@ -80,6 +80,10 @@ pub(crate) struct OwnTxn {
     broken: AtomicBool,
     /// A statement may have left session state that the closing message cannot undo.
     dirty: AtomicBool,
+    /// The server rolled the whole transaction back (MariaDB deadlock, SQLSTATE 40001): a
+    /// later `COMMIT` would commit only what ran after it, so it is refused. (PostgreSQL
+    /// needs no flag: see [`Dialect::end_transaction_sql`].)
+    rolled_back: AtomicBool,
 }
 
 /// Marks its transaction broken unless disarmed: dropped mid-operation, it records that the
@@ -95,6 +99,19 @@ impl InFlight<'_> {
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The SQLSTATE of a database error, if `err` is one.
+fn sqlstate(err: &DbErr) -> Option<String> {
+    match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match &**e {
+                sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+                _ => None,
+            }
+        }
+        _ => None,
     }
 }
 
@@ -197,11 +214,21 @@ impl OwnTxn {
             savepoints: AtomicU32::new(0),
             broken: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
+            rolled_back: AtomicBool::new(false),
         };
         // dropped before BEGIN answers: `txn` drops broken and closes the connection
         txn.with_conn(move |conn| Box::pin(run_raw(conn, begin)))
             .await?;
         Ok(txn)
+    }
+
+    /// For a read that calls a routine the text cannot see into: on MariaDB, where the reset
+    /// cannot undo what a routine may set (user variables, `LAST_INSERT_ID(expr)`), the
+    /// connection is closed at the end instead of pooled; PostgreSQL's reset covers it.
+    pub(crate) fn isolate_session(&self) {
+        if self.backend == DbBackend::MySql {
+            self.dirty.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Notes that `sql` may leave session state the closing message cannot undo.
@@ -238,6 +265,11 @@ impl OwnTxn {
         }
         let result = f(conn).await;
         in_flight.done();
+        if let Err(err) = &result {
+            if self.backend == DbBackend::MySql && sqlstate(err).as_deref() == Some("40001") {
+                self.rolled_back.store(true, Ordering::Relaxed);
+            }
+        }
         result
     }
 
@@ -263,7 +295,12 @@ impl OwnTxn {
                 ))
             };
         }
-        let sql = dialect.end_transaction_sql(end, position);
+        if end == "COMMIT" && self.rolled_back.load(Ordering::Relaxed) {
+            return Err(internal(
+                "transaction rolled back by the server (deadlock): nothing was committed; run the unit again",
+            ));
+        }
+        let sql = dialect.end_transaction_sql(end, !self.read_only, position);
         let Some(c) = conn.0.as_mut() else {
             return Err(internal("transaction already finished"));
         };
@@ -350,7 +387,7 @@ impl Drop for OwnTxn {
         // without a runtime, close it: the server rolls back.
         match tokio::runtime::Handle::try_current() {
             Ok(rt) if clean => {
-                let sql = Dialect(self.backend).end_transaction_sql("ROLLBACK", None);
+                let sql = Dialect(self.backend).end_transaction_sql("ROLLBACK", false, None);
                 rt.spawn(async move {
                     let mut conn = conn;
                     let rolled_back =
