@@ -378,7 +378,7 @@ impl Tally {
             *kinds.entry(key).or_default() += 1;
         }
         let mut kinds: Vec<_> = kinds.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|b| std::cmp::Reverse(b.1));
         kinds
     }
 }
