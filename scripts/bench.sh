@@ -3,6 +3,7 @@
 #   scripts/bench.sh              # benches/overhead.rs: what the library costs over raw SeaORM (PostgreSQL)
 #   scripts/bench.sh policies     # benches/policies.rs: read-after-write policies (PostgreSQL and MariaDB)
 #   scripts/bench.sh balancing    # benches/balancing.rs: balancers with one replica freezing (PostgreSQL)
+#   scripts/bench.sh read_heavy   # benches/read_heavy.rs: 90 % reads / 10 % writes, library vs hand-routed raw SeaORM (PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-overhead}"
@@ -11,7 +12,8 @@ case "$bench" in
     overhead) clusters=pg ;;
     policies) clusters=all ;;
     balancing) clusters=pg ;;
-    *) echo "unknown bench '$bench' (overhead | policies | balancing)" >&2; exit 2 ;;
+    read_heavy) clusters=pg ;;
+    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy)" >&2; exit 2 ;;
 esac
 scripts/cluster.sh start "$clusters"
 trap 'scripts/cluster.sh stop "$clusters" || true' EXIT
