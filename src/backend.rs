@@ -112,6 +112,15 @@ pub struct Downstream {
     pub replay_lag: Option<Duration>,
 }
 
+/// PostgreSQL's session reset without its one `SELECT`.
+const PG_RESET_REST: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; \
+     DISCARD TEMP; DISCARD SEQUENCES";
+/// The `SELECT` of PostgreSQL's session reset: releases advisory locks.
+const PG_UNLOCK: &str = "SELECT pg_advisory_unlock_all() AS sor_reset";
+/// PostgreSQL's whole session reset.
+const PG_RESET_FULL: &str = "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; \
+     UNLISTEN *; SELECT pg_advisory_unlock_all() AS sor_reset; DISCARD TEMP; DISCARD SEQUENCES";
+
 /// The name of the column that [`Dialect::position_sql`] reads the position into.
 pub const POSITION_COLUMN: &str = "sor_position";
 
@@ -259,10 +268,7 @@ impl Dialect {
     /// session variables — makes the unit close the connection instead).
     pub fn session_reset_sql(self) -> Option<&'static str> {
         match self.0 {
-            DbBackend::Postgres => Some(
-                "SET SESSION AUTHORIZATION DEFAULT; RESET ALL; CLOSE ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all() AS sor_reset; DISCARD TEMP; DISCARD SEQUENCES",
-            ),
+            DbBackend::Postgres => Some(PG_RESET_FULL),
             DbBackend::MySql => Some("SELECT RELEASE_ALL_LOCKS() AS sor_reset"),
             _ => None,
         }
@@ -276,17 +282,24 @@ impl Dialect {
     ///
     /// PostgreSQL answers `COMMIT` of a transaction that a failed statement aborted with a
     /// silent `ROLLBACK`: a commit the caller would take as acknowledged though nothing was
-    /// written. So a commit starts with a statement that fails in an aborted transaction
-    /// (`SELECT 1`): the server stops there, the caller gets the error, and nothing is
-    /// acknowledged. Same message, no extra round trip. (A read-only transaction has nothing
-    /// to lose: `wrote` is false and its commit ends it quietly.)
+    /// written. So a read-write commit starts with a statement that fails in an aborted
+    /// transaction — the reset's own `SELECT pg_advisory_unlock_all()`, moved before the
+    /// `COMMIT` — so the server stops there, the caller gets the error, and nothing is
+    /// acknowledged. Same message, no extra round trip or statement. (A read-only transaction
+    /// has nothing to lose: `wrote` is false and its commit ends it quietly.)
     pub fn end_transaction_sql(self, end: &str, wrote: bool, position: Option<&str>) -> String {
         let mut sql = String::with_capacity(256);
-        if self.0 == DbBackend::Postgres && end == "COMMIT" && wrote {
-            sql.push_str("SELECT 1 AS sor_alive; ");
+        let guarded = self.0 == DbBackend::Postgres && end == "COMMIT" && wrote;
+        if guarded {
+            sql.push_str(PG_UNLOCK);
+            sql.push_str("; ");
         }
         sql.push_str(end);
-        if let Some(reset) = self.session_reset_sql() {
+        let reset = match self.0 {
+            DbBackend::Postgres if guarded => Some(PG_RESET_REST),
+            other => Dialect(other).session_reset_sql(),
+        };
+        if let Some(reset) = reset {
             sql.push_str("; ");
             sql.push_str(reset);
         }

@@ -333,8 +333,11 @@ impl Pools {
                 failures,
             });
         }
+        // read-only sessions as many as the handed pool has connections, unless told
+        let mut ro = ro.clone();
+        ro.max_connections = ro.max_connections.or(Some(max_connections(&rw)));
         Some(Pools {
-            ro: target.pool(ro, Session::ReadOnly, Some(&failures)),
+            ro: target.pool(&ro, Session::ReadOnly, Some(&failures)),
             check: CheckPool::new(&target, &PoolSettings::default(), &failures),
             rw,
             failures,
@@ -483,4 +486,24 @@ async fn sqlite_in_transaction(
     // reads its state and is safe to call from the thread holding the lock.
     let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(raw.as_ptr()) };
     Ok(autocommit == 0)
+}
+
+/// The largest size of a pool the caller built.
+fn max_connections(conn: &DatabaseConnection) -> u32 {
+    use sea_orm::DatabaseConnectionType as T;
+    match &conn.inner {
+        T::SqlxPostgresPoolConnection(_) => conn
+            .get_postgres_connection_pool()
+            .options()
+            .get_max_connections(),
+        T::SqlxMySqlPoolConnection(_) => conn
+            .get_mysql_connection_pool()
+            .options()
+            .get_max_connections(),
+        T::SqlxSqlitePoolConnection(_) => conn
+            .get_sqlite_connection_pool()
+            .options()
+            .get_max_connections(),
+        _ => 1,
+    }
 }
