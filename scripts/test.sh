@@ -41,17 +41,21 @@ DATABASE_URL="$SOR_PG_PRIMARY_URL" DATABASE_REPLICA_URLS="$SOR_PG_REPLICA_URL,$S
 step "the banner service (SQLite), driven over HTTP with a cookie jar"
 command -v curl >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq curl >/dev/null; }
 cargo build -q --features tower --example banner_service
-jar=$(mktemp) && svc_log=$(mktemp)
-env -u DATABASE_URL -u DATABASE_REPLICA_URLS BIND_ADDR=127.0.0.1:38080 \
-  target/debug/examples/banner_service >"$svc_log" 2>&1 &
+jar=$(mktemp) && svc_log=$(mktemp) && svc_dir=$(mktemp -d)
+# its own database file, so no earlier run's file is shared
+env -u DATABASE_REPLICA_URLS DATABASE_URL="sqlite://$svc_dir/banners.sqlite?mode=rwc" \
+  BIND_ADDR=127.0.0.1:38080 target/debug/examples/banner_service >"$svc_log" 2>&1 &
 svc=$!
-for _ in $(seq 1 100); do curl -s -o /dev/null http://127.0.0.1:38080/banners && break; sleep 0.1; done
+svc_fail() { echo "$1"; kill "$svc" 2>/dev/null || true; cat "$svc_log"; exit 1; }
+for _ in $(seq 1 300); do curl -s -o /dev/null http://127.0.0.1:38080/banners && break; sleep 0.1; done
 id=$(curl -sf -c "$jar" -b "$jar" -H 'content-type: application/json' -d '{"name":"smoke"}' \
-  http://127.0.0.1:38080/banners | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-code=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" "http://127.0.0.1:38080/banners/$id")
+  http://127.0.0.1:38080/banners | sed -n 's/.*"id":\([0-9]*\).*/\1/p') || svc_fail "POST /banners failed"
+code=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" "http://127.0.0.1:38080/banners/$id") \
+  || svc_fail "GET /banners/$id failed"
 kill "$svc" 2>/dev/null || true
 grep -q sor_causal "$jar" || { echo "no causal cookie was set"; cat "$svc_log"; exit 1; }
 [ "$code" = 200 ] || { echo "GET /banners/$id answered $code"; cat "$svc_log"; exit 1; }
+rm -rf "$svc_dir"
 rm -f "$jar" "$svc_log"
 
 step "all passed"
