@@ -5,6 +5,8 @@
 //! says about itself ([`ServerRole`], [`Probe`]) is defined here too. Uses only the plain values
 //! of [`consistency`](crate::consistency).
 
+pub(crate) mod sqlite_read_only;
+
 use std::time::{Duration, Instant};
 
 use crate::consistency::Position;

@@ -6,14 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::{
-    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DatabaseTransaction,
-    DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, Statement, StreamTrait,
-    TransactionError, TransactionOptions, TransactionTrait,
+    AccessMode, ConnectionTrait, DatabaseConnection, DatabaseConnectionType, DbBackend, DbErr,
+    ExecResult, IsolationLevel, QueryResult, Statement, StreamTrait, TransactionError,
+    TransactionOptions, TransactionTrait,
 };
-use tracing::Instrument;
 
 use crate::config::{check_duration, Fallback, NodeConfig, ReplicaConfig, ValidNode};
-use crate::consistency::CausalToken;
+use crate::consistency::{CausalToken, Consistency};
 use crate::node::monitor::{spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
 use crate::node::pools::{PoolSettings, Pools};
 use crate::node::stats::{HandleCounters, NodeCounters, StatsSnapshot};
@@ -23,6 +22,7 @@ use crate::routing::election::{check_nodes, first_round};
 use crate::routing::read::route_read;
 use crate::routing::{Balancer, Balancing, Route, RouteReason, Router};
 use crate::unit::access::{Access, ReadOnly, ReadWrite, Writable};
+use crate::unit::replicated_txn::ReplicatedTransaction;
 use crate::unit::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
@@ -855,50 +855,60 @@ impl StreamTrait for ReplicatedDatabase {
 }
 
 impl ReplicatedDatabase {
-    /// The connection a plain `begin` uses, and the access mode a read-only scope forces.
-    async fn ambient_txn_target(&self) -> Result<(DatabaseConnection, Option<AccessMode>), DbErr> {
-        if !in_read_only_scope() {
-            return Ok((self.router().writable_primary()?.connection().clone(), None));
+    /// The unit a plain `begin` opens: inside a read-only scope, a read-only transaction on
+    /// the scope's node; outside, a read-write unit on the primary (a read-only one on the
+    /// primary's read-only sessions when [`AccessMode::ReadOnly`] is asked for).
+    async fn plain_txn(
+        &self,
+        isolation_level: Option<IsolationLevel>,
+        access_mode: Option<AccessMode>,
+    ) -> Result<ReplicatedTransaction, DbErr> {
+        let mut options = UnitOptions::new().transaction();
+        if let Some(level) = isolation_level {
+            options = options.isolation(level);
         }
-        let route = self.scope_route().await?;
-        Ok((
-            route.node.read_connection().clone(),
-            Some(AccessMode::ReadOnly),
-        ))
+        if in_read_only_scope() {
+            if access_mode == Some(AccessMode::ReadWrite) {
+                return Err(ReplicaError::WriteInReadOnly {
+                    keyword: "BEGIN READ WRITE".into(),
+                }
+                .into());
+            }
+            let route = self.scope_route().await?;
+            return Ok(UnitOfWork::<ReadOnly>::open(self.clone(), options, Some(route)).into());
+        }
+        Ok(match access_mode {
+            Some(AccessMode::ReadOnly) => {
+                let options = options.consistency(Consistency::Primary);
+                UnitOfWork::<ReadOnly>::open(self.clone(), options, None).into()
+            }
+            _ => UnitOfWork::<ReadWrite>::open(self.clone(), options, None).into(),
+        })
     }
 }
 
-/// A plain SeaORM transaction: on the primary, or in a read-only scope a `READ ONLY`
-/// transaction on the scope's node.
+/// A plain SeaORM transaction: a [`ReplicatedTransaction`], a unit of work underneath (a
+/// read-only one inside a read-only scope). Taken lazily, at its first statement.
 #[async_trait::async_trait]
 impl TransactionTrait for ReplicatedDatabase {
-    type Transaction = DatabaseTransaction;
+    type Transaction = ReplicatedTransaction;
 
-    async fn begin(&self) -> Result<DatabaseTransaction, DbErr> {
-        self.begin_with_config(None, None).await
+    async fn begin(&self) -> Result<ReplicatedTransaction, DbErr> {
+        self.plain_txn(None, None).await
     }
 
     async fn begin_with_config(
         &self,
         isolation_level: Option<IsolationLevel>,
         access_mode: Option<AccessMode>,
-    ) -> Result<DatabaseTransaction, DbErr> {
-        let (conn, forced) = self.ambient_txn_target().await?;
-        if forced.is_some() && access_mode == Some(AccessMode::ReadWrite) {
-            return Err(ReplicaError::WriteInReadOnly {
-                keyword: "BEGIN READ WRITE".into(),
-            }
-            .into());
-        }
-        conn.begin_with_config(isolation_level, forced.or(access_mode))
-            .in_current_span()
-            .await
+    ) -> Result<ReplicatedTransaction, DbErr> {
+        self.plain_txn(isolation_level, access_mode).await
     }
 
     async fn begin_with_options(
         &self,
         options: TransactionOptions,
-    ) -> Result<DatabaseTransaction, DbErr> {
+    ) -> Result<ReplicatedTransaction, DbErr> {
         self.begin_with_config(options.isolation_level, options.access_mode)
             .await
     }
@@ -906,7 +916,7 @@ impl TransactionTrait for ReplicatedDatabase {
     async fn transaction<F, T, E>(&self, callback: F) -> Result<T, TransactionError<E>>
     where
         F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
+                &'c ReplicatedTransaction,
             ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
             + Send,
         T: Send,
@@ -923,17 +933,16 @@ impl TransactionTrait for ReplicatedDatabase {
     ) -> Result<T, TransactionError<E>>
     where
         F: for<'c> FnOnce(
-                &'c DatabaseTransaction,
+                &'c ReplicatedTransaction,
             ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
             + Send,
         T: Send,
         E: std::fmt::Display + std::fmt::Debug + Send,
     {
-        let (conn, forced) = self
-            .ambient_txn_target()
+        let txn = self
+            .plain_txn(isolation_level, access_mode)
             .await
             .map_err(TransactionError::Connection)?;
-        conn.transaction_with_config(callback, isolation_level, forced.or(access_mode))
-            .await
+        run_in(txn, callback).await
     }
 }

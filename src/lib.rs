@@ -37,6 +37,7 @@
 //! | [`error`] | [`ReplicaError`] |
 //! | [`unit`](mod@unit) | the lazy [`UnitOfWork`] and what it promises |
 //! | &nbsp;&nbsp;[`unit::access`] | read-only / read-write as types; [`Writable`] |
+//! | &nbsp;&nbsp;[`unit::replicated_txn`] | what SeaORM's `begin` on the handle returns: [`ReplicatedTransaction`], a unit underneath |
 //! | &nbsp;&nbsp;[`unit::scope`] | ambient, task-scoped routing: [`read_only_scope`], [`CausalScope`] |
 //! | &nbsp;&nbsp;[`unit::statement_kind`] | may a statement run in read-only work: a lexer per dialect, the early refusal |
 //! | &nbsp;&nbsp;`unit::txn` (internal) | transactions on a held connection: cancel-safe, session reset, causal commit |
@@ -50,6 +51,7 @@
 //! | &nbsp;&nbsp;[`node::monitor`] | node health: the background checks (reachability, role, lag) |
 //! | &nbsp;&nbsp;[`node::status`], [`node::stats`] | what we show about nodes: the status view, where work went |
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions; [`ServerRole`], [`Probe`] |
+//! | &nbsp;&nbsp;`backend::sqlite_read_only` (internal) | the SQLite authorizer every read-only session gets |
 //! | [`consistency`] | plain values: positions, causal tokens (LSN, GTID), [`Consistency`] |
 #![warn(missing_docs)]
 
@@ -79,6 +81,7 @@ pub use routing::{
     Balancer, Balancing, LeastInFlight, LowestLag, Random, RoundRobin, Route, RouteReason, Weighted,
 };
 pub use unit::access::{Access, ReadOnly, ReadWrite, Writable};
+pub use unit::replicated_txn::ReplicatedTransaction;
 pub use unit::scope::{in_read_only_scope, read_only_scope, CausalScope};
 pub use unit::{UnitOfWork, UnitOptions};
 #[cfg(feature = "tower")]

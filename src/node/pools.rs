@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 
+use crate::backend::sqlite_read_only;
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -215,10 +216,16 @@ impl Target {
                         .max_connections(settings.max_connections.unwrap_or(4))
                         .after_connect(|conn, _| {
                             Box::pin(async move {
+                                let mut handle = conn.lock_handle().await?;
                                 // every commit of a write becomes a rollback (reads never
                                 // reach the hook): the engine refuses, whatever the SQL
-                                conn.lock_handle().await?.set_commit_hook(|| false);
-                                Ok(())
+                                handle.set_commit_hook(|| false);
+                                // and only reading actions prepare at all (in memory and
+                                // ATTACH included, which the flags above do not cover)
+                                let raw = handle.as_raw_handle();
+                                // SAFETY: `raw` is the live handle of the locked connection
+                                unsafe { sqlite_read_only::install(raw.as_ptr()) }
+                                    .map_err(|e| sqlx::Error::Configuration(e.into()))
                             })
                         });
                 } else {

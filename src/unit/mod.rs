@@ -23,6 +23,7 @@
 //!   `READ ONLY` transaction, so the server refuses writes too.
 
 pub mod access;
+pub mod replicated_txn;
 pub mod scope;
 pub mod statement_kind;
 pub(crate) mod txn;
@@ -63,6 +64,8 @@ pub struct UnitOptions {
     synchronous_visibility: bool,
     consistency: Consistency,
     max_wait: Option<Duration>,
+    /// One transaction even with no isolation level asked for (the handle's plain `begin`).
+    transaction: bool,
 }
 
 impl UnitOptions {
@@ -126,6 +129,13 @@ impl UnitOptions {
     /// (default: the handle's `causal_wait`).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = Some(wait);
+        self
+    }
+
+    /// One transaction at the server's default isolation, even for a read-only unit (what a
+    /// plain SeaORM `begin` means).
+    pub(crate) fn transaction(mut self) -> Self {
+        self.transaction = true;
         self
     }
 
@@ -454,6 +464,7 @@ impl<A: Access> UnitOfWork<A> {
         };
         let in_txn = !A::READ_ONLY
             || self.options.isolation.is_some()
+            || self.options.transaction
             || route.reason.is_read_only_on_primary();
         let sync_sql = match (A::READ_ONLY, self.options.synchronous_visibility) {
             (false, true) => route
@@ -855,14 +866,10 @@ impl<A: Access> TransactionTrait for UnitOfWork<A> {
 }
 
 /// Runs `callback` in `unit`: commits on `Ok`, rolls back on `Err`.
-pub(crate) async fn run_in<A, F, T, E>(
-    unit: UnitOfWork<A>,
-    callback: F,
-) -> Result<T, TransactionError<E>>
+pub(crate) async fn run_in<U, F, T, E>(unit: U, callback: F) -> Result<T, TransactionError<E>>
 where
-    A: Access,
-    F: for<'c> FnOnce(&'c UnitOfWork<A>) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
-        + Send,
+    U: TransactionSession + Sync,
+    F: for<'c> FnOnce(&'c U) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>> + Send,
     T: Send,
     E: std::fmt::Display + std::fmt::Debug + Send,
 {

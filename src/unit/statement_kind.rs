@@ -22,6 +22,8 @@
 
 use std::fmt;
 
+use crate::backend::sqlite_read_only::{function_allowed, pragma_allowed};
+
 // ---------------------------------------------------------------------------------------------
 // Public API
 // ---------------------------------------------------------------------------------------------
@@ -377,75 +379,6 @@ const MY_DENIED: &[&str] = &[
     "sys_set",
 ];
 const MY_WRITING: &[&str] = &["nextval", "setval"];
-const LITE_DENIED: &[&str] = &[
-    "load_extension",
-    "writefile",
-    "readfile",
-    "edit",
-    "fts3_tokenizer",
-    "fsdir",
-];
-
-/// SQLite pragmas that only read, with or without an argument.
-const PRAGMA_READS: &[&str] = &[
-    "table_info",
-    "table_xinfo",
-    "table_list",
-    "index_list",
-    "index_info",
-    "index_xinfo",
-    "foreign_key_list",
-    "foreign_key_check",
-    "database_list",
-    "collation_list",
-    "function_list",
-    "module_list",
-    "pragma_list",
-    "compile_options",
-    "integrity_check",
-    "quick_check",
-    "page_count",
-    "freelist_count",
-    "data_version",
-];
-/// SQLite setting pragmas: reading them (no argument, no `=`) is fine.
-const PRAGMA_SETTINGS: &[&str] = &[
-    "user_version",
-    "schema_version",
-    "application_id",
-    "journal_mode",
-    "journal_size_limit",
-    "page_size",
-    "cache_size",
-    "cache_spill",
-    "encoding",
-    "query_only",
-    "busy_timeout",
-    "foreign_keys",
-    "synchronous",
-    "auto_vacuum",
-    "temp_store",
-    "mmap_size",
-    "locking_mode",
-    "recursive_triggers",
-    "secure_delete",
-    "wal_autocheckpoint",
-    "max_page_count",
-    "analysis_limit",
-    "cell_size_check",
-    "checkpoint_fullfsync",
-    "fullfsync",
-    "defer_foreign_keys",
-    "ignore_check_constraints",
-    "legacy_alter_table",
-    "reverse_unordered_selects",
-    "trusted_schema",
-    "automatic_index",
-    "case_sensitive_like",
-    "soft_heap_limit",
-    "hard_heap_limit",
-    "threads",
-];
 
 fn is(word: &[u8], keyword: &str) -> bool {
     word.eq_ignore_ascii_case(keyword.as_bytes())
@@ -620,7 +553,7 @@ fn denied_function(name: &[u8], dialect: Dialect) -> Option<&'static str> {
             listed(PG_DENIED) || PG_DENIED_PREFIXES.iter().any(|p| starts_with_ci(name, p)),
         ),
         Dialect::MySql => (listed(MY_WRITING), listed(MY_DENIED)),
-        Dialect::Sqlite => (false, listed(LITE_DENIED)),
+        Dialect::Sqlite => (false, !function_allowed(name)),
     };
     if writing {
         Some(HINT_WRITE)
@@ -1670,7 +1603,7 @@ impl<'a> Checker<'a> {
             }
             Pragma::Sign(a, b) if t.kind == Kind::Number => Pragma::ArgEnd(a, b),
             Pragma::ArgEnd(a, b) if t.is_punct(b')') => {
-                if !PRAGMA_READS.iter().any(|p| is(self.pragma_name(a, b), p)) {
+                if !pragma_allowed(self.pragma_name(a, b), true) {
                     return Err(self.refuse_pragma(a, b));
                 }
                 Pragma::End
@@ -1700,12 +1633,7 @@ impl<'a> Checker<'a> {
             Phase::Start(_) | Phase::Body | Phase::Done | Phase::Describe(_) => Ok(()),
             Phase::Explain(lead, _) => Err(refuse(lead, HINT_EXPLAIN)),
             Phase::Pragma(Pragma::AfterName(a, b, _)) => {
-                let name = self.pragma_name(a, b);
-                let read = PRAGMA_READS
-                    .iter()
-                    .chain(PRAGMA_SETTINGS)
-                    .any(|p| is(name, p));
-                if read {
+                if pragma_allowed(self.pragma_name(a, b), false) {
                     Ok(())
                 } else {
                     Err(self.refuse_pragma(a, b))
