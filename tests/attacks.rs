@@ -2472,10 +2472,24 @@ impl Target {
     async fn repair(&self, reference: &Fingerprint) -> Result<Vec<String>, String> {
         // a node that does not answer (shut down by a case) cannot be repaired from here
         for node in &self.fp.nodes {
-            let alive =
-                tokio::time::timeout(Duration::from_secs(5), node.admin.exec("SELECT 1")).await;
-            if !matches!(alive, Ok(Ok(()))) {
-                return Err(format!("{} does not answer: {alive:?}", node.name));
+            if let Some(down) = node.down().await {
+                return Err(format!("{}: {down}", node.name));
+            }
+            let mut answer = Err(String::new());
+            for _ in 0..3 {
+                answer =
+                    match tokio::time::timeout(Duration::from_secs(5), node.admin.exec("SELECT 1"))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err("no answer within 5 s".into()),
+                    };
+                if answer.is_ok() {
+                    break;
+                }
+            }
+            if let Err(e) = answer {
+                return Err(format!("{} does not answer: {e}", node.name));
             }
         }
         self.fp.reset_sessions(DB).await;
@@ -3006,7 +3020,7 @@ type Prefetch = std::collections::VecDeque<(
     tokio::task::JoinHandle<Result<ReplicatedDatabase, String>>,
 )>;
 
-/// How many runs share one fingerprint (`SOR_ATTACK_BATCH`, default 8). A batch that changed
+/// How many runs share one fingerprint (`SOR_ATTACK_BATCH`, default 16). A batch that changed
 /// something is repaired and its runs are replayed one by one, each with its own
 /// fingerprint, to say which one did it.
 fn batch_size() -> usize {
@@ -3014,7 +3028,7 @@ fn batch_size() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n: &usize| n > 0)
-        .unwrap_or(8)
+        .unwrap_or(16)
 }
 
 /// The fingerprint difference, plus every node that could not be read (it hides whatever
@@ -3136,6 +3150,9 @@ impl Target {
             }
         }
         report.time[4] += t.elapsed();
+        if self.broken.is_some() {
+            return self.fingerprint(report).await;
+        }
         // a reference with an unreadable node would hide the next case's changes there
         let mut tries = 0;
         loop {
@@ -3432,8 +3449,42 @@ async fn server_target(
         _ => Vec::new(),
     };
     if backend == DbBackend::Postgres {
-        // the database travels by WAL: wait until every replica (the lagging one too) has it
+        // the database travels by WAL: wait until every replica (the lagging one too) has
+        // replayed its creation (before that, a delayed replica still has the old database, or
+        // one marked invalid by the replayed drop)
+        let server = Admin::pg(
+            &with_path(primary_url, "postgres"),
+            common::fingerprint::ADMIN_APP,
+            1,
+        )
+        .await?;
+        let lsn = server
+            .value("SELECT pg_current_wal_flush_lsn()::text")
+            .await?
+            .unwrap_or_default();
+        server.close().await;
         for spec in specs.iter().filter(|s| s.role != NodeRole::Primary) {
+            let until = Instant::now() + Duration::from_secs(30);
+            let other = Admin::pg(
+                &with_path(&spec.url, "postgres"),
+                common::fingerprint::ADMIN_APP,
+                1,
+            )
+            .await?;
+            loop {
+                let sql = format!("SELECT (pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn)::text");
+                if other.value(&sql).await?.as_deref() == Some("true") {
+                    break;
+                }
+                if Instant::now() > until {
+                    return Err(format!(
+                        "{} did not replay the test database's creation",
+                        spec.name
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other.close().await;
             let until = Instant::now() + Duration::from_secs(30);
             loop {
                 match Admin::pg(&spec.url, common::fingerprint::ADMIN_APP, 1).await {

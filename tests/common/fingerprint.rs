@@ -168,8 +168,8 @@ pub type Rows = Vec<Vec<Option<String>>>;
 /// a fresh connection.
 fn is_connection_error(err: &sqlx::Error) -> bool {
     match err {
+        // (not `PoolTimedOut`: no connection could be made, a retry would wait as long again)
         sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::Protocol(_)
         | sqlx::Error::Tls(_) => true,
@@ -267,7 +267,7 @@ impl Admin {
         PgPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(5))
             .connect_with(opts)
             .await
             .map(Admin::Pg)
@@ -280,7 +280,7 @@ impl Admin {
         MySqlPoolOptions::new()
             .max_connections(max)
             .min_connections(1)
-            .acquire_timeout(Duration::from_secs(3))
+            .acquire_timeout(Duration::from_secs(5))
             .after_connect(|conn, _| {
                 Box::pin(async move {
                     sqlx::raw_sql(
@@ -344,6 +344,19 @@ pub struct AdminNode {
 }
 
 impl AdminNode {
+    /// `Some(why)` when nothing listens on the node's port (a server that was shut down): a
+    /// connection attempt through the pool would wait its whole acquire timeout instead.
+    pub async fn down(&self) -> Option<String> {
+        let url = url::Url::parse(&self.url).ok()?;
+        let (host, port) = (url.host_str()?.to_owned(), url.port()?);
+        let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("down: {host}:{port}: {e}")),
+            Err(_) => Some(format!("down: {host}:{port} does not accept connections")),
+        }
+    }
+
     /// (Re)opens the sentinel connection: one idle session that an attack terminating other
     /// sessions would kill.
     pub async fn revive_sentinel(&self) -> Result<(), String> {
@@ -466,9 +479,21 @@ impl Fingerprinter {
     /// The whole cluster's fingerprint, replicas caught up with the primary first.
     pub async fn take(&self) -> Fingerprint {
         let mut fp = Fingerprint::default();
+        // a node that is down or hangs must not hold the whole run up
+        let bound = self.catch_up + Duration::from_secs(20);
+        let taken = match self.backend {
+            DbBackend::Postgres => tokio::time::timeout(bound, self.take_pg(&mut fp)).await,
+            DbBackend::MySql => tokio::time::timeout(bound, self.take_my(&mut fp)).await,
+            _ => Ok(()),
+        };
+        if taken.is_err() {
+            fp.entries.insert(
+                "cluster: error".into(),
+                format!("no fingerprint within {bound:?}"),
+            );
+        }
         match self.backend {
-            DbBackend::Postgres => self.take_pg(&mut fp).await,
-            DbBackend::MySql => self.take_my(&mut fp).await,
+            DbBackend::Postgres | DbBackend::MySql => {}
             _ => {
                 for node in &self.nodes {
                     let entries = lite_entries(&node.admin).await;
@@ -546,6 +571,12 @@ impl Fingerprinter {
             NodeRole::Lagging => false,
         });
         let reads = nodes.map(|node| async move {
+            if let Some(down) = node.down().await {
+                return (
+                    node.name.clone(),
+                    BTreeMap::from([("error".to_owned(), down)]),
+                );
+            }
             let rows = match self.backend {
                 DbBackend::Postgres => node.admin.named_rows(PG_SESSION_PARTS).await,
                 DbBackend::MySql => node.admin.named_rows(&my_session_sql(self, node)).await,
@@ -648,6 +679,9 @@ impl Fingerprinter {
                 continue;
             }
             let Some(gtid) = &gtid else { continue };
+            if all[i].contains_key("error") {
+                continue;
+            }
             let applied = all[i]
                 .get("replication/gtid_slave_pos")
                 .cloned()
@@ -820,6 +854,9 @@ async fn pg_entries(
     data: bool,
     primary: bool,
 ) -> Result<(BTreeMap<String, String>, Option<String>), String> {
+    if let Some(down) = node.down().await {
+        return Err(down);
+    }
     let mut sql = format!("WITH {PG_RELS}\n{PG_SERVER_PARTS}\nUNION ALL\n{PG_SESSION_PARTS}");
     if data {
         sql.push_str("\nUNION ALL\n");
@@ -946,6 +983,10 @@ impl Notifications {
 /// One MariaDB node's entries.
 async fn my_entries(fp: &Fingerprinter, node: &AdminNode) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    if let Some(down) = node.down().await {
+        out.insert("error".into(), down);
+        return out;
+    }
     if let Err(e) = my_entries_into(fp, node, &mut out).await {
         out.insert("error".into(), e);
     }
