@@ -27,11 +27,9 @@ use crate::unit::scope::{
     in_any_scope, in_read_only_scope, note_write, pin_route, pinned_route, read_consistency,
     record_write, wants_tokens,
 };
-use crate::unit::statement_kind::{
-    calls_unknown_function, check_read_only, classify, StatementKind,
-};
+use crate::unit::statement_kind::{classify, read_check, StatementKind};
 use crate::unit::txn::OwnTxn;
-use crate::unit::{run_in, UnitOfWork, UnitOptions};
+use crate::unit::{run_in, UnitOfWork, UnitOptions, UnitStream};
 use crate::ReplicaError;
 
 /// A primary and its replicas, each a SeaORM [`DatabaseConnection`] pool.
@@ -668,17 +666,21 @@ impl ReplicatedDatabase {
 
     /// Where a statement sent to the handle goes: the primary, or inside a read-only scope the
     /// scope's replica (after the write check).
-    async fn ambient(&self, sql: &str) -> Result<Option<Route>, DbErr> {
+    /// With the route, whether the statement calls a routine that is not a known built-in.
+    async fn ambient(&self, sql: &str) -> Result<Option<(Route, bool)>, DbErr> {
         if !in_read_only_scope() {
             return Ok(None);
         }
-        if let Err(refusal) = check_read_only(sql, self.inner.backend.into()) {
-            return Err(ReplicaError::WriteInReadOnly {
+        match read_check(sql, self.inner.backend.into()) {
+            Ok(check) => Ok(Some((
+                self.scope_route().await?,
+                check.calls_unknown_function,
+            ))),
+            Err(refusal) => Err(ReplicaError::WriteInReadOnly {
                 keyword: refusal.what,
             }
-            .into());
+            .into()),
         }
-        Ok(Some(self.scope_route().await?))
     }
 
     /// In a read-only scope: the node this handle is pinned to, chosen on first use so that it
@@ -725,7 +727,10 @@ impl ReplicatedDatabase {
 /// (inside a `READ ONLY` transaction when that node is the primary).
 macro_rules! on_ambient {
     ($self:ident, $sql:expr, |$c:ident| $call:expr) => {{
-        let route = $self.ambient($sql).await?;
+        let (route, calls) = match $self.ambient($sql).await? {
+            Some((route, calls)) => (Some(route), calls),
+            None => (None, false),
+        };
         let writes =
             route.is_none() && in_any_scope() && matches!(classify($sql), StatementKind::Write(_));
         let records = writes && wants_tokens();
@@ -740,13 +745,12 @@ macro_rules! on_ambient {
             // state: a READ ONLY transaction on read-only sessions, whose end resets the session
             Some(route)
                 if OwnTxn::supports(node.dialect().0)
-                    && (route.reason.is_read_only_on_primary()
-                        || calls_unknown_function($sql, node.dialect().0)) =>
+                    && (route.reason.is_read_only_on_primary() || calls) =>
             {
                 let txn = node
                     .bounded(OwnTxn::begin(node.read_connection(), true, None, None))
                     .await?;
-                if calls_unknown_function($sql, node.dialect().0) {
+                if calls {
                     txn.isolate_session();
                 }
                 let result = {
@@ -824,32 +828,58 @@ impl ConnectionTrait for ReplicatedDatabase {
 }
 
 impl StreamTrait for ReplicatedDatabase {
-    type Stream<'a> = sea_orm::QueryStream;
+    type Stream<'a> = UnitStream<'a>;
 
     fn get_database_backend(&self) -> DbBackend {
         self.inner.backend
     }
 
     /// Streams from the primary, or in a read-only scope from the scope's node, on its
-    /// read-only sessions (on the primary too: the server holds the session read-only).
+    /// read-only sessions (on the primary too: the server holds the session read-only). A read
+    /// that calls a routine that is not a known built-in is read in full first, inside a
+    /// read-only transaction of its own whose end resets the session.
     fn stream_raw<'a>(
         &'a self,
         stmt: Statement,
     ) -> Pin<Box<dyn Future<Output = Result<Self::Stream<'a>, DbErr>> + 'a + Send>> {
         Box::pin(async move {
-            let route = self.ambient(&stmt.sql).await?;
-            let (node, read_only): (Arc<Node>, bool) = match route {
-                Some(route) => (route.node, true),
-                None => (self.router().writable_primary()?, false),
-            };
+            let (node, read_only, calls): (Arc<Node>, bool, bool) =
+                match self.ambient(&stmt.sql).await? {
+                    Some((route, calls)) => (route.node, true, calls),
+                    None => (self.router().writable_primary()?, false, false),
+                };
             NodeCounters::bump(&node.counters.statements);
             NodeCounters::bump(&node.counters.acquisitions);
+            if calls && OwnTxn::supports(node.dialect().0) {
+                // a routine that may set session state: in its own read-only transaction,
+                // whose end resets the session (the rows are read in full first)
+                let rows = node
+                    .bounded(async {
+                        let txn = OwnTxn::begin(node.read_connection(), true, None, None).await?;
+                        txn.isolate_session();
+                        let rows = txn.query_all_raw(stmt).await;
+                        match rows {
+                            Ok(rows) => txn.commit().await.map(|()| rows),
+                            Err(err) => {
+                                let _ = txn.rollback().await;
+                                Err(err)
+                            }
+                        }
+                    })
+                    .await?;
+                return Ok(
+                    Box::pin(futures_util::stream::iter(rows.into_iter().map(Ok)))
+                        as UnitStream<'a>,
+                );
+            }
             let pool = if read_only {
                 node.read_connection()
             } else {
                 node.connection()
             };
-            node.bounded(pool.stream_raw(stmt)).await
+            node.bounded(pool.stream_raw(stmt))
+                .await
+                .map(|stream| Box::pin(stream) as UnitStream<'a>)
         })
     }
 }

@@ -46,7 +46,7 @@ use tracing::{field::Empty, Instrument, Span};
 
 use access::{Access, ReadWrite};
 use scope::{note_write, read_consistency, record_write, wants_tokens};
-use statement_kind::{calls_unknown_function, check_read_only};
+use statement_kind::read_check;
 use txn::OwnTxn;
 
 use crate::consistency::{CausalToken, Consistency};
@@ -388,17 +388,22 @@ impl<A: Access> UnitOfWork<A> {
 
     /// The early, friendly refusal of read-only work the server would refuse, and of what a
     /// read-only session does not stop (see [`statement_kind`]).
-    fn guard(&self, sql: &str) -> Result<(), DbErr> {
-        if A::READ_ONLY {
-            if let Err(refusal) = check_read_only(sql, self.db.backend().into()) {
+    /// For a read-only unit, also whether the statement calls a routine that is not a known
+    /// built-in (one pass over the text answers both).
+    fn guard(&self, sql: &str) -> Result<bool, DbErr> {
+        if !A::READ_ONLY {
+            return Ok(false);
+        }
+        match read_check(sql, self.db.backend().into()) {
+            Ok(check) => Ok(check.calls_unknown_function),
+            Err(refusal) => {
                 let err = ReplicaError::WriteInReadOnly {
                     keyword: refusal.what,
                 };
                 tracing::warn!(parent: &self.span, %err, "refused");
-                return Err(err.into());
+                Err(err.into())
             }
         }
-        Ok(())
     }
 
     fn record_route(&self, route: &Route, started: Instant) {
@@ -656,12 +661,10 @@ impl<A: Access> UnitOfWork<A> {
 /// to another node: the first statement of a statement-level read-only unit.
 macro_rules! on_active {
     ($self:ident, $sql:expr, $input:expr, |$c:ident, $i:ident| $call:expr) => {{
-        $self.guard($sql)?;
+        let calls = $self.guard($sql)?;
         // a read calling a routine that may set session state runs in its own read-only
         // transaction, whose end resets the session (see `isolated`)
-        let isolate = A::READ_ONLY
-            && OwnTxn::supports($self.db.backend())
-            && calls_unknown_function($sql, $self.db.backend());
+        let isolate = calls && OwnTxn::supports($self.db.backend());
         let mut input = Some($input);
         let mut attempt = 1;
         loop {

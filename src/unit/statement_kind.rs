@@ -170,6 +170,20 @@ pub fn classify(sql: &str) -> StatementKind {
 /// assert_eq!(check_read_only("SELECT 1 --GET_LOCK('a', 1)", Dialect::MySql).unwrap_err().what, "get_lock()");
 /// ```
 pub fn check_read_only(sql: &str, dialect: Dialect) -> Result<(), Refusal> {
+    read_check(sql, dialect).map(|_| ())
+}
+
+/// What [`check_read_only`] learned about a statement it let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReadCheck {
+    /// The statement calls a routine that is not a known built-in (see
+    /// [`calls_unknown_function`]).
+    pub calls_unknown_function: bool,
+}
+
+/// [`check_read_only`] and [`calls_unknown_function`] in one pass over the text: what every
+/// read-only statement asks.
+pub(crate) fn read_check(sql: &str, dialect: Dialect) -> Result<ReadCheck, Refusal> {
     let bytes = sql.as_bytes();
     if u32::try_from(bytes.len()).is_err() {
         return Err(refuse("statement longer than 4 GiB", HINT_LEXER));
@@ -188,10 +202,21 @@ pub fn check_read_only(sql: &str, dialect: Dialect) -> Result<(), Refusal> {
     };
     let mut lexer = Lexer::new(sql, lex);
     let mut checker = Checker::new(bytes, dialect);
+    let mut calls = false;
+    let mut previous: Option<Token> = None;
     loop {
         match lexer.next_token() {
-            Ok(token) if token.kind == Kind::End => return checker.finish(),
-            Ok(token) => checker.feed(token)?,
+            Ok(token) if token.kind == Kind::End => {
+                checker.finish()?;
+                return Ok(ReadCheck {
+                    calls_unknown_function: calls,
+                });
+            }
+            Ok(token) => {
+                calls = calls || unknown_call(previous, token, bytes);
+                previous = Some(token);
+                checker.feed(token)?;
+            }
             Err(e) => return Err(e.refusal()),
         }
     }
@@ -1949,22 +1974,26 @@ pub(crate) fn calls_unknown_function(sql: &str, backend: sea_orm::DbBackend) -> 
             Ok(t) => t,
             Err(_) => return true,
         };
-        if token.kind == Kind::LParen {
-            if let Some(name) = previous {
-                match name.kind {
-                    Kind::QuotedIdent => return true,
-                    Kind::Word => {
-                        let word = name.text(bytes);
-                        let known = |list: &[&str]| list.iter().any(|k| is(word, k));
-                        if !known(SYNTAX_BEFORE_PAREN) && !known(PURE_FUNCTIONS) {
-                            return true;
-                        }
-                    }
-                    _ => {}
-                }
-            }
+        if unknown_call(previous, token, bytes) {
+            return true;
         }
         previous = Some(token);
+    }
+}
+
+/// True when `token` is the `(` of a call to a routine that is not a known built-in.
+fn unknown_call(previous: Option<Token>, token: Token, bytes: &[u8]) -> bool {
+    if token.kind != Kind::LParen {
+        return false;
+    }
+    match previous {
+        Some(name) if name.kind == Kind::QuotedIdent => true,
+        Some(name) if name.kind == Kind::Word => {
+            let word = name.text(bytes);
+            let known = |list: &[&str]| list.iter().any(|k| is(word, k));
+            !known(SYNTAX_BEFORE_PAREN) && !known(PURE_FUNCTIONS)
+        }
+        _ => false,
     }
 }
 
