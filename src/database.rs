@@ -715,7 +715,7 @@ impl ReplicatedDatabase {
         let primary = self.primary();
         let position = primary
             .dialect()
-            .current_position(primary.connection())
+            .current_position(&primary.sessions(false))
             .await?;
         primary.observe_written(&position);
         record_write(&CausalToken::new(position));
@@ -748,7 +748,7 @@ macro_rules! on_ambient {
                     && (route.reason.is_read_only_on_primary() || calls) =>
             {
                 let txn = node
-                    .bounded(OwnTxn::begin(node.read_connection(), true, None, None))
+                    .bounded(OwnTxn::begin(node.sessions(true), true, None, None))
                     .await?;
                 if calls {
                     txn.isolate_session();
@@ -780,11 +780,13 @@ macro_rules! on_ambient {
                 }
             }
             Some(_) => {
-                let $c = node.read_connection();
+                let sessions = node.sessions(true);
+                let $c = &sessions;
                 node.bounded($call).await
             }
             None => {
-                let $c = node.connection();
+                let sessions = node.sessions(false);
+                let $c = &sessions;
                 node.bounded($call).await
             }
         };
@@ -855,7 +857,7 @@ impl StreamTrait for ReplicatedDatabase {
                 // whose end resets the session (the rows are read in full first)
                 let rows = node
                     .bounded(async {
-                        let txn = OwnTxn::begin(node.read_connection(), true, None, None).await?;
+                        let txn = OwnTxn::begin(node.sessions(true), true, None, None).await?;
                         txn.isolate_session();
                         let rows = txn.query_all_raw(stmt).await;
                         match rows {
@@ -872,14 +874,8 @@ impl StreamTrait for ReplicatedDatabase {
                         as UnitStream<'a>,
                 );
             }
-            let pool = if read_only {
-                node.read_connection()
-            } else {
-                node.connection()
-            };
-            node.bounded(pool.stream_raw(stmt))
-                .await
-                .map(|stream| Box::pin(stream) as UnitStream<'a>)
+            let sessions = node.sessions(read_only);
+            node.bounded(sessions.stream_raw(stmt)).await
         })
     }
 }

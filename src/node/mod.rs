@@ -8,8 +8,10 @@
 //! (`backoff_initial`, doubling up to `backoff_max`). Without a monitor (SQLite), the first
 //! unit after the back-off is the check (half-open).
 
+pub(crate) mod held;
 pub mod monitor;
 pub(crate) mod pools;
+pub(crate) mod sessions;
 pub mod stats;
 pub mod status;
 
@@ -25,6 +27,7 @@ use crate::backend::Dialect;
 pub use crate::backend::{Probe, ServerRole};
 use crate::consistency::Position;
 use pools::Pools;
+pub(crate) use sessions::Sessions;
 use stats::NodeCounters;
 
 /// The role a node was configured with, or reports.
@@ -218,8 +221,12 @@ impl Node {
     }
 
     /// The node's read-write SeaORM connection pool (migrations, read-write units).
-    /// Statements run here bypass routing and stats.
+    /// Statements run here bypass routing and stats. (Idle connections the library holds go
+    /// back to this pool first, so none is kept from it.)
     pub fn connection(&self) -> &DatabaseConnection {
+        if let Some(held) = &self.pools.rw_held {
+            held.give_back_idle();
+        }
         &self.pools.rw
     }
 
@@ -228,7 +235,25 @@ impl Node {
     /// opened read-only with `query_only`). Every read-only unit runs here, never on
     /// [`connection`](Self::connection).
     pub fn read_connection(&self) -> &DatabaseConnection {
+        if let Some(held) = &self.pools.ro_held {
+            held.give_back_idle();
+        }
         &self.pools.ro
+    }
+
+    /// The read-only (`read_only`) or read-write sessions, as the library runs statements on
+    /// them: held between uses on PostgreSQL and MariaDB (see [`held`]), the SeaORM pool on
+    /// SQLite.
+    pub(crate) fn sessions(&self, read_only: bool) -> Sessions<'_> {
+        let (held, pool) = if read_only {
+            (&self.pools.ro_held, &self.pools.ro)
+        } else {
+            (&self.pools.rw_held, &self.pools.rw)
+        };
+        match held {
+            Some(held) => Sessions::Held(held),
+            None => Sessions::Pool(pool),
+        }
     }
 
     /// The health checks' own connection (a pool of one read-only session no unit uses), so

@@ -26,6 +26,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use std::time::Instant;
 
+use super::held::Held;
 use crate::backend::sqlite_read_only;
 use sea_orm::sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -299,17 +300,37 @@ pub(crate) struct Pools {
     pub check: Option<Arc<CheckPool>>,
     /// When the node last failed, shared with the pools' acquire hooks.
     pub failures: Arc<Failures>,
+    /// The read-write connections the library holds between uses (PostgreSQL, MySQL).
+    pub rw_held: Option<Arc<Held>>,
+    /// The read-only ones.
+    pub ro_held: Option<Arc<Held>>,
 }
 
 impl Pools {
     /// Pools that are never used (tests of routing decisions, which do no I/O).
     #[cfg(test)]
     pub(crate) fn unused() -> Self {
+        Pools::assemble(
+            DatabaseConnection::default(),
+            DatabaseConnection::default(),
+            None,
+            Arc::default(),
+        )
+    }
+
+    fn assemble(
+        rw: DatabaseConnection,
+        ro: DatabaseConnection,
+        check: Option<Arc<CheckPool>>,
+        failures: Arc<Failures>,
+    ) -> Self {
         Pools {
-            rw: DatabaseConnection::default(),
-            ro: DatabaseConnection::default(),
-            check: None,
-            failures: Arc::default(),
+            rw_held: Held::new(&rw, &failures),
+            ro_held: Held::new(&ro, &failures),
+            rw,
+            ro,
+            check,
+            failures,
         }
     }
 
@@ -317,12 +338,12 @@ impl Pools {
     /// read-write one's credentials.
     pub(crate) fn open(target: &Target, rw: &PoolSettings, ro: &PoolSettings) -> Self {
         let failures = Arc::<Failures>::default();
-        Pools {
-            rw: target.pool(rw, Session::ReadWrite, Some(&failures)),
-            ro: target.pool(ro, Session::ReadOnly, Some(&failures)),
-            check: CheckPool::new(target, rw, &failures),
+        Pools::assemble(
+            target.pool(rw, Session::ReadWrite, Some(&failures)),
+            target.pool(ro, Session::ReadOnly, Some(&failures)),
+            CheckPool::new(target, rw, &failures),
             failures,
-        }
+        )
     }
 
     /// For a pool the caller built: it stays the read-write pool, and read-only sessions (and
@@ -333,22 +354,17 @@ impl Pools {
         let failures = Arc::<Failures>::default();
         if is_closed(&rw) {
             let closed = CheckPool::fixed(&target, rw.clone());
-            return Some(Pools {
-                ro: rw.clone(),
-                rw,
-                check: closed,
-                failures,
-            });
+            return Some(Pools::assemble(rw.clone(), rw, closed, failures));
         }
         // read-only sessions as many as the handed pool has connections, unless told
         let mut ro = ro.clone();
         ro.max_connections = ro.max_connections.or(Some(max_connections(&rw)));
-        Some(Pools {
-            ro: target.pool(&ro, Session::ReadOnly, Some(&failures)),
-            check: CheckPool::new(&target, &PoolSettings::default(), &failures),
+        Some(Pools::assemble(
             rw,
+            target.pool(&ro, Session::ReadOnly, Some(&failures)),
+            CheckPool::new(&target, &PoolSettings::default(), &failures),
             failures,
-        })
+        ))
     }
 }
 
@@ -459,6 +475,15 @@ impl Failures {
     pub(crate) fn note(&self) {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX / 2);
         self.last_ms.fetch_max(now + 1, Ordering::Relaxed);
+    }
+
+    /// True when the node failed after `at`.
+    pub(crate) fn failed_since(&self, at: Instant) -> bool {
+        let last = self.last_ms.load(Ordering::Relaxed);
+        last != 0
+            && u64::try_from(at.saturating_duration_since(self.epoch).as_millis())
+                .unwrap_or(u64::MAX)
+                < last
     }
 
     /// True for a connection of this `age` that was opened after the node last failed.

@@ -75,11 +75,8 @@ async fn primary_has_written(router: &Router, wanted: &Position) -> bool {
         tokio::time::sleep_until((began + WRITTEN_REFRESH_GAP).into()).await;
     }
     *last = Some(Instant::now());
-    let read = primary.bounded(
-        primary
-            .dialect()
-            .current_position(primary.read_connection()),
-    );
+    let sessions = primary.sessions(true);
+    let read = primary.bounded(primary.dialect().current_position(&sessions));
     match tokio::time::timeout(WRITTEN_REFRESH_TIMEOUT, read).await {
         Ok(Ok(position)) => {
             primary.observe_written(&position);
@@ -165,7 +162,7 @@ async fn route_causal(
         if !hopeful(i) {
             continue;
         }
-        match node.dialect().replay_position(node.read_connection()).await {
+        match node.dialect().replay_position(&node.sessions(true)).await {
             Ok(seen) => {
                 node.observe_position(&seen);
                 if seen.has_reached(wanted) {
@@ -183,7 +180,7 @@ async fn route_causal(
         let node = &replicas[i];
         match node
             .dialect()
-            .wait_replayed(node.read_connection(), wanted, max_wait)
+            .wait_replayed(&node.sessions(true), wanted, max_wait)
             .await
         {
             Ok(true) => {

@@ -481,16 +481,11 @@ impl<A: Access> UnitOfWork<A> {
         };
         let node = &route.node;
         // read-only work only ever runs on the node's read-only sessions
-        let pool = if A::READ_ONLY {
-            node.read_connection()
-        } else {
-            node.connection()
-        };
         let active = if in_txn && OwnTxn::supports(node.dialect().0) {
             NodeCounters::bump(&node.counters.acquisitions);
             let txn = node
                 .bounded(Box::pin(OwnTxn::begin(
-                    pool,
+                    node.sessions(A::READ_ONLY),
                     A::READ_ONLY,
                     self.options.isolation,
                     sync_sql,
@@ -499,6 +494,11 @@ impl<A: Access> UnitOfWork<A> {
             Active::Own(route, Arc::new(txn), None)
         } else if in_txn {
             NodeCounters::bump(&node.counters.acquisitions);
+            let pool = if A::READ_ONLY {
+                node.read_connection()
+            } else {
+                node.connection()
+            };
             let options = node
                 .dialect()
                 .transaction_options(A::READ_ONLY, self.options.isolation);
@@ -647,7 +647,7 @@ impl<A: Access> UnitOfWork<A> {
         self.commit_only().await?;
         let node = &route.node;
         let position = node
-            .bounded(node.dialect().current_position(node.connection()))
+            .bounded(node.dialect().current_position(&node.sessions(false)))
             .instrument(span)
             .await?;
         node.observe_written(&position);
@@ -687,7 +687,7 @@ macro_rules! on_active {
                 Active::Pool(_) if isolate => {
                     NodeCounters::bump(&node.counters.acquisitions);
                     node.bounded(Box::pin(async {
-                        let txn = OwnTxn::begin(node.read_connection(), true, None, None).await?;
+                        let txn = OwnTxn::begin(node.sessions(true), true, None, None).await?;
                         txn.isolate_session();
                         let result = {
                             let $c = &txn;
@@ -706,7 +706,8 @@ macro_rules! on_active {
                 }
                 Active::Pool(_) => {
                     NodeCounters::bump(&node.counters.acquisitions);
-                    let $c = node.read_connection();
+                    let sessions = node.sessions(true);
+                    let $c = &sessions;
                     node.bounded(Box::pin($call))
                         .instrument($self.span.clone())
                         .await

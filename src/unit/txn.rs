@@ -28,49 +28,28 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use sea_orm::sqlx::{self, pool::PoolConnection, Column, MySql, Postgres, Row};
+use sea_orm::sqlx::{self, Column, Row};
 use sea_orm::{
-    ConnAcquireErr, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, ExecResult,
-    IsolationLevel, QueryResult, RuntimeErr, Statement, StreamTrait, Values,
+    ConnectionTrait, DbBackend, DbErr, ExecResult, IsolationLevel, QueryResult, RuntimeErr,
+    Statement, StreamTrait,
 };
-use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
 
 use crate::backend::{Dialect, POSITION_COLUMN};
+use crate::node::held::{self, exec_err, on_conn, query_err, run_raw, Conn, Taken};
+use crate::node::Sessions;
 use crate::consistency::Position;
 use crate::unit::statement_kind::may_leave_session_state;
-
-macro_rules! on_conn {
-    ($conn:expr, |$c:ident| $body:expr) => {
-        match $conn {
-            Conn::Pg($c) => $body,
-            Conn::My($c) => $body,
-        }
-    };
-}
-
-enum Conn {
-    Pg(PoolConnection<Postgres>),
-    My(PoolConnection<MySql>),
-}
-
-impl Conn {
-    /// Closes the connection without pooling it: the server ends whatever was open.
-    fn discard(self) {
-        on_conn!(self, |c| drop(c.detach()));
-    }
-}
 
 /// An open transaction on a connection this crate holds.
 pub(crate) struct OwnTxn {
     backend: DbBackend,
     read_only: bool,
     /// `None` once committed or rolled back.
-    conn: Mutex<Option<Conn>>,
+    conn: Mutex<Option<Taken>>,
     /// Statements to run before the next one: rollbacks of savepoints whose unit was dropped.
     pending: std::sync::Mutex<Vec<String>>,
     savepoints: AtomicU32,
@@ -115,17 +94,6 @@ fn sqlstate(err: &DbErr) -> Option<String> {
     }
 }
 
-/// A connection that is closed when dropped, unless taken out first.
-struct Discard(Option<Conn>);
-
-impl Drop for Discard {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
-            conn.discard();
-        }
-    }
-}
-
 /// How long the background rollback of a dropped transaction may take before its
 /// connection is closed instead.
 const BACKGROUND_ROLLBACK_BOUND: Duration = Duration::from_secs(5);
@@ -136,76 +104,33 @@ fn internal(msg: &str) -> DbErr {
     DbErr::Custom(msg.to_owned())
 }
 
-fn acquire_err(err: sqlx::Error) -> DbErr {
-    match err {
-        sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),
-        sqlx::Error::PoolClosed => DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed),
-        other => DbErr::Conn(RuntimeErr::SqlxError(Arc::new(other))),
-    }
-}
-
-fn exec_err(err: sqlx::Error) -> DbErr {
-    DbErr::Exec(RuntimeErr::SqlxError(Arc::new(err)))
-}
-
-fn query_err(err: sqlx::Error) -> DbErr {
-    DbErr::Query(RuntimeErr::SqlxError(Arc::new(err)))
-}
-
-fn values(stmt: &Statement) -> SqlxValues {
-    SqlxValues(stmt.values.clone().unwrap_or(Values(Vec::new())))
-}
-
-/// Runs `sql` (one or more statements, no parameters), discarding any rows.
-async fn run_raw(conn: &mut Conn, sql: String) -> Result<(), DbErr> {
-    let q = sqlx::AssertSqlSafe(sql);
-    on_conn!(conn, |c| sqlx::raw_sql(q)
-        .execute(&mut **c)
-        .await
-        .map(|_| ()))
-    .map_err(exec_err)
-}
-
 impl OwnTxn {
     /// True for the backends this path serves.
     pub(crate) fn supports(backend: DbBackend) -> bool {
         matches!(backend, DbBackend::Postgres | DbBackend::MySql)
     }
 
-    /// Takes a connection from `pool` and begins (read-only when `read_only`); `then`:
+    /// Takes a connection from `sessions` and begins (read-only when `read_only`); `then`:
     /// session settings for this transaction, sent in the same message as `BEGIN`.
     pub(crate) async fn begin(
-        pool: &DatabaseConnection,
+        sessions: Sessions<'_>,
         read_only: bool,
         isolation: Option<IsolationLevel>,
         then: Option<&str>,
     ) -> Result<Self, DbErr> {
-        let backend = pool.get_database_backend();
+        let backend = sessions.backend();
+        let Some(held) = sessions.held() else {
+            return Err(DbErr::BackendNotSupported {
+                db: backend.as_str(),
+                ctx: "held transaction",
+            });
+        };
         let dialect = Dialect(backend);
         let mut begin = dialect.begin_sql(read_only, isolation);
         if let Some(sql) = then {
             begin = format!("{begin}; {sql}");
         }
-        let conn = match backend {
-            DbBackend::Postgres => Conn::Pg(
-                pool.get_postgres_connection_pool()
-                    .acquire()
-                    .await
-                    .map_err(acquire_err)?,
-            ),
-            DbBackend::MySql => Conn::My(
-                pool.get_mysql_connection_pool()
-                    .acquire()
-                    .await
-                    .map_err(acquire_err)?,
-            ),
-            other => {
-                return Err(DbErr::BackendNotSupported {
-                    db: other.as_str(),
-                    ctx: "held transaction",
-                })
-            }
-        };
+        let conn = held.take().await?;
         let txn = OwnTxn {
             backend,
             read_only,
@@ -254,7 +179,8 @@ impl OwnTxn {
         }
         let conn = guard
             .as_mut()
-            .ok_or_else(|| internal("transaction already finished"))?;
+            .ok_or_else(|| internal("transaction already finished"))?
+            .conn()?;
         let in_flight = InFlight(&self.broken);
         let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
         for sql in pending {
@@ -279,11 +205,10 @@ impl OwnTxn {
     /// error and the session holds nothing the reset cannot undo; otherwise it is closed.
     async fn finish(&self, end: &str, position: Option<&str>) -> Result<Vec<String>, DbErr> {
         let mut guard = self.conn.lock().await;
-        let conn = guard
+        // dropped before the answer (cancelled, or cut off by the statement bound): closed
+        let mut taken = guard
             .take()
             .ok_or_else(|| internal("transaction already finished"))?;
-        // dropped before the answer (cancelled, or cut off by the statement bound): closed
-        let mut conn = Discard(Some(conn));
         let dialect = Dialect(self.backend);
         if self.broken.load(Ordering::Relaxed) {
             // the server rolls back what the closed connection had open
@@ -301,10 +226,7 @@ impl OwnTxn {
             ));
         }
         let sql = dialect.end_transaction_sql(end, !self.read_only, position);
-        let Some(c) = conn.0.as_mut() else {
-            return Err(internal("transaction already finished"));
-        };
-        let texts = on_conn!(c, |c| {
+        let texts = on_conn!(taken.conn()?, |c| {
             match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut **c)
                 .await
@@ -318,8 +240,8 @@ impl OwnTxn {
             }
         })?;
         if !self.dirty.load(Ordering::Relaxed) {
-            // answered, and nothing left behind that the reset cannot undo: pool it
-            drop(conn.0.take());
+            // answered, and nothing left behind that the reset cannot undo: held for the next
+            taken.done();
         }
         Ok(texts)
     }
@@ -378,7 +300,7 @@ impl OwnTxn {
 
 impl Drop for OwnTxn {
     fn drop(&mut self) {
-        let Some(conn) = self.conn.get_mut().take() else {
+        let Some(mut taken) = self.conn.get_mut().take() else {
             return;
         };
         let clean = !*self.broken.get_mut() && !*self.dirty.get_mut();
@@ -389,16 +311,20 @@ impl Drop for OwnTxn {
             Ok(rt) if clean => {
                 let sql = Dialect(self.backend).end_transaction_sql("ROLLBACK", false, None);
                 rt.spawn(async move {
-                    let mut conn = conn;
-                    let rolled_back =
-                        tokio::time::timeout(BACKGROUND_ROLLBACK_BOUND, run_raw(&mut conn, sql))
-                            .await;
-                    if !matches!(rolled_back, Ok(Ok(()))) {
-                        conn.discard();
+                    let rolled_back = match taken.conn() {
+                        Ok(conn) => {
+                            tokio::time::timeout(BACKGROUND_ROLLBACK_BOUND, run_raw(conn, sql))
+                                .await
+                        }
+                        Err(_) => return,
+                    };
+                    // answered in time: held for the next; otherwise closed on drop
+                    if matches!(rolled_back, Ok(Ok(()))) {
+                        taken.done();
                     }
                 });
             }
-            _ => conn.discard(),
+            _ => drop(taken),
         }
     }
 }
@@ -411,18 +337,8 @@ impl ConnectionTrait for OwnTxn {
 
     async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
         self.note_session_state(&stmt.sql);
-        self.with_conn(move |conn| {
-            Box::pin(async move {
-                let v = values(&stmt);
-                let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
-                    .execute(&mut **c)
-                    .await
-                    .map_err(exec_err)?
-                    .into()))
-            })
-        })
-        .await
+        self.with_conn(move |conn| Box::pin(async move { held::execute(conn, &stmt).await }))
+            .await
     }
 
     async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
@@ -435,50 +351,21 @@ impl ConnectionTrait for OwnTxn {
         self.note_session_state(sql);
         let sql = sql.to_owned();
         self.with_conn(move |conn| {
-            Box::pin(async move {
-                let q = sqlx::AssertSqlSafe(sql);
-                Ok(on_conn!(conn, |c| sqlx::raw_sql(q)
-                    .execute(&mut **c)
-                    .await
-                    .map_err(exec_err)?
-                    .into()))
-            })
+            Box::pin(async move { held::execute_unprepared(conn, &sql).await })
         })
         .await
     }
 
     async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
         self.note_session_state(&stmt.sql);
-        self.with_conn(move |conn| {
-            Box::pin(async move {
-                let v = values(&stmt);
-                let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
-                    .fetch_optional(&mut **c)
-                    .await
-                    .map_err(query_err)?
-                    .map(Into::into)))
-            })
-        })
-        .await
+        self.with_conn(move |conn| Box::pin(async move { held::query_one(conn, &stmt).await }))
+            .await
     }
 
     async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
         self.note_session_state(&stmt.sql);
-        self.with_conn(move |conn| {
-            Box::pin(async move {
-                let v = values(&stmt);
-                let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
-                Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
-                    .fetch_all(&mut **c)
-                    .await
-                    .map_err(query_err)?
-                    .into_iter()
-                    .map(Into::into)
-                    .collect()))
-            })
-        })
-        .await
+        self.with_conn(move |conn| Box::pin(async move { held::query_all(conn, &stmt).await }))
+            .await
     }
 }
 
