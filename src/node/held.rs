@@ -9,11 +9,13 @@
 //! (see [`Taken`]). So a statement costs one round trip, and cancel safety is unchanged.
 //!
 //! sqlx's pool still opens the connections and bounds their number (a held connection counts
-//! as checked out). Code that uses the pool directly (migrations, the public
+//! as checked out). A taker that finds no idle held connection waits for whichever comes
+//! first: one handed over by a use that finishes, or one from sqlx's pool. Code that uses the pool directly (migrations, the public
 //! [`Node::connection`](crate::Node::connection)) first gets back every idle held connection
 //! ([`Held::give_back_idle`]); every held connection also goes back to sqlx after
 //! [`RECYCLE_AFTER`], where sqlx applies its lifetime and idle rules.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -22,10 +24,11 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use sea_orm::sqlx::{self, pool::PoolConnection, MySql, Postgres};
 use sea_orm::{
-    ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, ExecResult,
-    QueryResult, RuntimeErr, Statement, Values,
+    ConnAcquireErr, DatabaseConnection, DbBackend, DbErr, ExecResult, QueryResult, RuntimeErr,
+    Statement, Values,
 };
 use sea_query_sqlx::SqlxValues;
+use tokio::sync::oneshot;
 
 use super::pools::Failures;
 use crate::ReplicaError;
@@ -78,24 +81,21 @@ pub(crate) struct Held {
     pool: DatabaseConnection,
     idle: Mutex<Stack>,
     failures: Arc<Failures>,
+    /// sqlx's own acquire timeout: how long a taker waits.
+    acquire_timeout: Duration,
 }
 
-/// Idle connections, and how many takers wait in sqlx's pool for one (a connection that
-/// comes back while someone waits goes to sqlx's pool, which hands it to them).
+/// What a waiting taker is handed: a connection, or why none could be opened.
+type Handed = Result<Idle, DbErr>;
+
+/// Idle connections, and the takers waiting for one: a connection that comes back goes
+/// straight to the longest-waiting taker still there.
 #[derive(Default)]
 struct Stack {
     idle: Vec<Idle>,
-    waiting: usize,
-}
-
-/// A taker counted as waiting in sqlx's pool until dropped.
-struct Waiting<'a>(&'a Held);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        let mut stack = self.0.idle();
-        stack.waiting = stack.waiting.saturating_sub(1);
-    }
+    waiters: VecDeque<oneshot::Sender<Handed>>,
+    /// Acquisitions from sqlx's pool under way for the waiters (at most one per waiter).
+    acquiring: usize,
 }
 
 impl std::fmt::Debug for Held {
@@ -122,7 +122,8 @@ impl Taken {
             .ok_or_else(|| DbErr::Custom("internal: connection already released".into()))
     }
 
-    /// The use finished and was answered: the connection is idle again, held for the next.
+    /// The use finished and was answered: the connection is idle again (or handed to a
+    /// waiting taker).
     pub(crate) fn done(mut self) {
         if let Some(conn) = self.conn.take() {
             self.home.put(conn, self.taken);
@@ -138,13 +139,13 @@ impl Taken {
         }
         result
     }
-
 }
 
 impl Drop for Taken {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             conn.discard();
+            self.home.closed_one();
         }
     }
 }
@@ -169,11 +170,22 @@ impl Held {
             T::SqlxMySqlPoolConnection(_) => DbBackend::MySql,
             _ => return None,
         };
+        let acquire_timeout = match backend {
+            DbBackend::Postgres => pool
+                .get_postgres_connection_pool()
+                .options()
+                .get_acquire_timeout(),
+            _ => pool
+                .get_mysql_connection_pool()
+                .options()
+                .get_acquire_timeout(),
+        };
         Some(Arc::new(Held {
             backend,
             pool: pool.clone(),
             idle: Mutex::new(Stack::default()),
             failures: Arc::clone(failures),
+            acquire_timeout,
         }))
     }
 
@@ -186,17 +198,34 @@ impl Held {
         self.backend
     }
 
-    /// A connection: the most recently used idle one, or one from sqlx's pool.
+    /// A connection: the most recently used idle one; else the first that comes back from
+    /// another use, or that sqlx's pool gives (a new one, or one that went back there),
+    /// within sqlx's acquire timeout.
     pub(crate) async fn take(self: &Arc<Self>) -> Result<Taken, DbErr> {
-        let waiting = loop {
-            let mut stack = self.idle();
-            let Some(idle) = stack.idle.pop() else {
-                // counted under the same lock that `put` checks: a connection put back from
-                // now on goes to sqlx's pool, where this taker waits
-                stack.waiting += 1;
-                break Waiting(self);
+        let deadline = tokio::time::Instant::now() + self.acquire_timeout;
+        loop {
+            let handed = {
+                let mut stack = self.idle();
+                match stack.idle.pop() {
+                    Some(idle) => Ok(idle),
+                    None => {
+                        // queued under the lock `put` takes: whatever comes back from now on
+                        // goes to the longest waiting
+                        let (tx, rx) = oneshot::channel();
+                        stack.waiters.push_back(tx);
+                        self.keep_acquiring(&mut stack);
+                        Err(rx)
+                    }
+                }
             };
-            drop(stack);
+            let idle = match handed {
+                Ok(idle) => idle,
+                Err(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(handed)) => handed?,
+                    Ok(Err(_)) => return Err(acquire_err(sqlx::Error::PoolClosed)),
+                    Err(_) => return Err(acquire_err(sqlx::Error::PoolTimedOut)),
+                },
+            };
             // opened (or last known good) before the node failed: closed, like sqlx's own
             // idle connections are (`before_acquire`)
             if self.failures.failed_since(idle.since) {
@@ -208,8 +237,38 @@ impl Held {
                 taken: idle.taken,
                 home: Arc::clone(self),
             });
+        }
+    }
+
+    /// One acquisition from sqlx's pool under way per waiting taker. Each hands what it gets
+    /// to the longest waiting taker (or keeps it idle); an error other than a timeout goes
+    /// to the longest waiting taker too (a timeout each taker finds by itself).
+    fn keep_acquiring(self: &Arc<Self>, stack: &mut Stack) {
+        stack.waiters.retain(|w| !w.is_closed());
+        if stack.acquiring >= stack.waiters.len() {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
         };
-        let conn = match self.backend {
+        stack.acquiring += 1;
+        let me = Arc::clone(self);
+        rt.spawn(async move {
+            let acquired = me.acquire().await;
+            let mut stack = me.idle();
+            stack.acquiring = stack.acquiring.saturating_sub(1);
+            drop(stack);
+            match acquired {
+                Ok(conn) => me.put(conn, Instant::now()),
+                Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)) => {}
+                Err(err) => me.hand(Err(err)),
+            }
+        });
+    }
+
+    /// A connection from sqlx's pool.
+    async fn acquire(&self) -> Result<Conn, DbErr> {
+        Ok(match self.backend {
             DbBackend::Postgres => Conn::Pg(
                 self.pool
                     .get_postgres_connection_pool()
@@ -224,43 +283,62 @@ impl Held {
                     .await
                     .map_err(acquire_err)?,
             ),
-        };
-        drop(waiting);
-        Ok(Taken {
-            conn: Some(conn),
-            taken: Instant::now(),
-            home: Arc::clone(self),
         })
     }
 
-    /// An idle connection comes back; one held since `taken` for longer than
-    /// [`RECYCLE_AFTER`] goes back to sqlx's pool instead.
-    fn put(&self, conn: Conn, taken: Instant) {
+    /// Gives `handed` to the longest waiting taker; `Some` back when nobody waits.
+    fn hand_to_waiter(stack: &mut Stack, mut handed: Handed) -> Option<Handed> {
+        while let Some(waiter) = stack.waiters.pop_front() {
+            match waiter.send(handed) {
+                Ok(()) => return None,
+                // that taker went away
+                Err(back) => handed = back,
+            }
+        }
+        Some(handed)
+    }
+
+    /// An error for the longest waiting taker, if any.
+    fn hand(&self, err: Handed) {
+        let mut stack = self.idle();
+        let _ = Self::hand_to_waiter(&mut stack, err);
+    }
+
+    /// A connection comes back: to the longest waiting taker, or idle. One held since
+    /// `taken` for longer than [`RECYCLE_AFTER`] goes back to sqlx's pool instead (a
+    /// waiting taker's acquisition then gets it there).
+    fn put(self: &Arc<Self>, conn: Conn, taken: Instant) {
         let now = Instant::now();
         if now.duration_since(taken) >= RECYCLE_AFTER || self.pool_is_closed() {
             drop(conn);
+            let mut stack = self.idle();
+            self.keep_acquiring(&mut stack);
             return;
         }
+        let idle = Idle {
+            conn,
+            taken,
+            since: now,
+        };
         let mut stack = self.idle();
-        if stack.waiting > 0 {
-            // someone waits in sqlx's pool: it gets this one from there
-            drop(stack);
-            drop(conn);
+        let Some(Ok(idle)) = Self::hand_to_waiter(&mut stack, Ok(idle)) else {
             return;
-        }
+        };
         // the least recently used one, idle too long: back to sqlx, which reaps idle ones
         let stale = stack
             .idle
             .first()
             .is_some_and(|oldest| now.duration_since(oldest.since) >= RECYCLE_AFTER);
         let stale = stale.then(|| stack.idle.remove(0));
-        stack.idle.push(Idle {
-            conn,
-            taken,
-            since: now,
-        });
+        stack.idle.push(idle);
         drop(stack);
         drop(stale);
+    }
+
+    /// After a connection was closed: sqlx's pool may open another for a waiting taker.
+    fn closed_one(self: &Arc<Self>) {
+        let mut stack = self.idle();
+        self.keep_acquiring(&mut stack);
     }
 
     fn pool_is_closed(&self) -> bool {
@@ -281,7 +359,9 @@ impl Held {
     /// when it fails at the connection level or is dropped midway.
     pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, DbErr>
     where
-        F: for<'c> FnOnce(&'c mut Conn) -> Pin<Box<dyn Future<Output = Result<T, DbErr>> + Send + 'c>>,
+        F: for<'c> FnOnce(
+            &'c mut Conn,
+        ) -> Pin<Box<dyn Future<Output = Result<T, DbErr>> + Send + 'c>>,
     {
         let mut taken = self.take().await?;
         let result = f(taken.conn()?).await;
@@ -360,7 +440,10 @@ pub(crate) async fn query_one(
 }
 
 /// Every row of one statement.
-pub(crate) async fn query_all(conn: &mut Conn, stmt: &Statement) -> Result<Vec<QueryResult>, DbErr> {
+pub(crate) async fn query_all(
+    conn: &mut Conn,
+    stmt: &Statement,
+) -> Result<Vec<QueryResult>, DbErr> {
     let v = values(stmt);
     let q = sqlx::AssertSqlSafe(stmt.sql.as_str());
     Ok(on_conn!(conn, |c| sqlx::query_with(q, v)
@@ -378,13 +461,19 @@ pub(crate) type RowStream<'a> = Pin<Box<dyn Stream<Item = Result<QueryResult, Db
 /// Each call on its own held connection, like a call on a SeaORM pool.
 impl Held {
     /// One statement, prepared.
-    pub(crate) async fn execute_raw(self: &Arc<Self>, stmt: Statement) -> Result<ExecResult, DbErr> {
+    pub(crate) async fn execute_raw(
+        self: &Arc<Self>,
+        stmt: Statement,
+    ) -> Result<ExecResult, DbErr> {
         self.run(|c| Box::pin(async move { execute(c, &stmt).await }))
             .await
     }
 
     /// One or more statements, unprepared.
-    pub(crate) async fn execute_unprepared(self: &Arc<Self>, sql: &str) -> Result<ExecResult, DbErr> {
+    pub(crate) async fn execute_unprepared(
+        self: &Arc<Self>,
+        sql: &str,
+    ) -> Result<ExecResult, DbErr> {
         let sql = sql.to_owned();
         self.run(|c| Box::pin(async move { execute_unprepared(c, &sql).await }))
             .await

@@ -91,7 +91,9 @@ impl StreamTrait for Sessions<'_> {
         Box::pin(async move {
             Ok(match self {
                 Sessions::Held(held) => held.stream_raw(stmt).await?,
-                Sessions::Pool(pool) => Box::pin(pool.stream_raw(stmt).await?) as RowStream<'static>,
+                Sessions::Pool(pool) => {
+                    Box::pin(pool.stream_raw(stmt).await?) as RowStream<'static>
+                }
             })
         })
     }

@@ -39,9 +39,9 @@ use sea_orm::{
 use tokio::sync::Mutex;
 
 use crate::backend::{Dialect, POSITION_COLUMN};
+use crate::consistency::Position;
 use crate::node::held::{self, exec_err, on_conn, query_err, run_raw, Conn, Taken};
 use crate::node::Sessions;
-use crate::consistency::Position;
 use crate::unit::statement_kind::may_leave_session_state;
 
 /// An open transaction on a connection this crate holds.
