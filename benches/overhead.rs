@@ -21,10 +21,12 @@
 //! - **same session** (the figure the 1.05× targets are about): raw SeaORM runs on the
 //!   handle's own pools, [`Node::read_connection`](sea_orm_replica::Node::read_connection) of
 //!   the replica for the point SELECT and [`Node::connection`](sea_orm_replica::Node::connection)
-//!   of the primary for the INSERT. Both sides then talk to the very same server backend over
-//!   the same pool with the same pool options: the difference is what the library does on the
-//!   client (routing, the read-only lexer, the unit, the held-connection transaction and its
-//!   closing message). On a 2-core machine that also runs the servers, two separate
+//!   of the primary for the INSERT, asked for at each operation. Both sides then talk to the
+//!   very same server backend: the difference is what the library does on the client (routing,
+//!   the read-only lexer, the unit, the held transaction and its closing message) and what it
+//!   saves (the library keeps its connection between uses, where raw SeaORM gives it back to
+//!   sqlx's pool, which pings it; asking for the pool gives the library's idle connection back
+//!   to sqlx first, and raw SeaORM waits for that ping too). On a 2-core machine that also runs the servers, two separate
 //!   connections differ by which backend shares a core with the client (an earlier A/A
 //!   control read 0.77×–1.26×); one shared connection removes that.
 //! - **as users connect**: raw SeaORM on pools of its own from `Database::connect` with
@@ -89,14 +91,25 @@ enum Op {
 struct Ctx {
     /// The handle, one connection per pool.
     db: ReplicatedDatabase,
-    /// The handle's read-write pool on the primary.
-    same_primary: DatabaseConnection,
-    /// The handle's read-only pool on the replica.
-    same_replica: DatabaseConnection,
     /// Raw SeaORM as users connect: default options, one connection.
     user_primary: [DatabaseConnection; 2],
     user_replica: [DatabaseConnection; 2],
     id: i32,
+}
+
+impl Ctx {
+    /// The handle's read-write pool on the primary, asked for at each use: the library's idle
+    /// held connection goes back to it first (`Node::connection`).
+    fn same_primary(&self) -> DatabaseConnection {
+        self.db.primary().connection().clone()
+    }
+
+    /// The handle's read-only pool on the replica, likewise.
+    fn same_replica(&self) -> Result<DatabaseConnection, DbErr> {
+        let replica = self.db.replicas().next();
+        let replica = replica.ok_or_else(|| DbErr::Custom("no replica".into()))?;
+        Ok(replica.read_connection().clone())
+    }
 }
 
 /// A point SELECT in autocommit.
@@ -136,7 +149,7 @@ fn unit_commit_sql() -> String {
 /// read-write pool: the unit's wire traffic without the unit.
 async fn held_insert(c: &Ctx, end: String) -> Result<(), sqlx::Error> {
     let mut conn = c
-        .same_primary
+        .same_primary()
         .get_postgres_connection_pool()
         .acquire()
         .await?;
@@ -183,7 +196,7 @@ impl Op {
         };
         match self {
             Op::RawSelect => {
-                black_box(select(&c.same_replica, c.id).await?);
+                black_box(select(&c.same_replica()?, c.id).await?);
             }
             Op::UserSelect => {
                 black_box(select(&c.user_replica[0], c.id).await?);
@@ -200,7 +213,7 @@ impl Op {
                 black_box(banner::Entity::find_by_id(c.id).one(&unit).await?);
                 unit.commit().await?;
             }
-            Op::RawInsert => insert(&c.same_primary).await?,
+            Op::RawInsert => insert(&c.same_primary()).await?,
             Op::UserInsert => insert(&c.user_primary[0]).await?,
             Op::UserInsert2 => insert(&c.user_primary[1]).await?,
             Op::UnitInsert => {
@@ -339,17 +352,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .insert(&user_primary[0])
     .await?;
     db.migrate::<migration::Migrator>(wait).await?; // waits for the seeded row to replicate
-    let same_primary = db.primary().connection().clone();
-    let same_replica = db
-        .replicas()
-        .next()
-        .ok_or("no replica")?
-        .read_connection()
-        .clone();
     let c = Ctx {
         db,
-        same_primary,
-        same_replica,
         user_primary,
         user_replica,
         id: seeded.id,
@@ -379,7 +383,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("read-only unit, no statement, open + commit: {empty_ns:.0} ns/unit, {acquired} pool acquisitions (target < 1 µs, 0)");
 
     let mut eight = ReplicatedDatabase::builder()
-        .primary_connection("primary", c.same_primary.clone())
+        .primary_connection("primary", c.same_primary())
         .monitor_interval(Duration::from_secs(3600));
     for i in 0..8 {
         eight = eight.replica_connection(format!("r{i}"), c.user_replica[1].clone());

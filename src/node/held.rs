@@ -9,7 +9,7 @@
 //! (see [`Taken`]). So a statement costs one round trip, and cancel safety is unchanged.
 //!
 //! sqlx's pool still opens the connections and bounds their number (a held connection counts
-//! as checked out). A taker that finds no idle held connection waits for whichever comes
+//! as checked out); one idle for [`IDLE_GIVE_BACK`] goes back to it. A taker that finds no idle held connection waits for whichever comes
 //! first: one handed over by a use that finishes, or one from sqlx's pool. Code that uses the pool directly (migrations, the public
 //! [`Node::connection`](crate::Node::connection)) first gets back every idle held connection
 //! ([`Held::give_back_idle`]); every held connection also goes back to sqlx after
@@ -64,6 +64,10 @@ impl Conn {
 /// never kept waiting longer than this.
 pub(crate) const RECYCLE_AFTER: Duration = Duration::from_secs(5);
 
+/// A held connection idle this long goes back to sqlx's pool (checked every
+/// `IDLE_GIVE_BACK`), so code that kept a clone of the pool finds it there soon.
+pub(crate) const IDLE_GIVE_BACK: Duration = Duration::from_millis(250);
+
 /// Rows of a held stream buffered ahead of the reader.
 const STREAM_BUFFER: usize = 64;
 
@@ -83,6 +87,8 @@ pub(crate) struct Held {
     failures: Arc<Failures>,
     /// sqlx's own acquire timeout: how long a taker waits.
     acquire_timeout: Duration,
+    /// The background task that gives idle connections back has started.
+    reaping: std::sync::atomic::AtomicBool,
 }
 
 /// What a waiting taker is handed: a connection, or why none could be opened.
@@ -186,6 +192,7 @@ impl Held {
             idle: Mutex::new(Stack::default()),
             failures: Arc::clone(failures),
             acquire_timeout,
+            reaping: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -324,15 +331,42 @@ impl Held {
         let Some(Ok(idle)) = Self::hand_to_waiter(&mut stack, Ok(idle)) else {
             return;
         };
-        // the least recently used one, idle too long: back to sqlx, which reaps idle ones
-        let stale = stack
-            .idle
-            .first()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= RECYCLE_AFTER);
-        let stale = stale.then(|| stack.idle.remove(0));
         stack.idle.push(idle);
         drop(stack);
-        drop(stale);
+        self.start_reaping();
+    }
+
+    /// Starts, once, the task that gives connections idle for [`IDLE_GIVE_BACK`] back to
+    /// sqlx's pool. It ends with the last handle on this `Held`.
+    fn start_reaping(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.reaping.load(Ordering::Relaxed) || self.reaping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.reaping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let weak = Arc::downgrade(self);
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_GIVE_BACK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(held) = weak.upgrade() else { return };
+                let now = Instant::now();
+                let mut stack = held.idle();
+                // oldest first: the stack is in the order the connections came back
+                let keep = stack
+                    .idle
+                    .iter()
+                    .position(|i| now.duration_since(i.since) < IDLE_GIVE_BACK)
+                    .unwrap_or(stack.idle.len());
+                let given: Vec<Idle> = stack.idle.drain(..keep).collect();
+                drop(stack);
+                drop(given);
+            }
+        });
     }
 
     /// After a connection was closed: sqlx's pool may open another for a waiting taker.
