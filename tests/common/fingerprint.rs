@@ -670,6 +670,11 @@ impl Fingerprinter {
     /// Every node at once; a replica whose applied position was behind the primary's is
     /// waited for and read again.
     async fn take_my(&self, fp: &mut Fingerprint) {
+        // a transaction the library is still ending (a dropped unit's rollback runs in the
+        // background) would show as a change of the next run: wait, briefly, until none is
+        // open; one that stays open shows
+        let settle = self.nodes.iter().map(|node| my_settle(node));
+        futures_util::future::join_all(settle).await;
         let reads = self.nodes.iter().map(|node| my_entries(self, node));
         let mut all: Vec<BTreeMap<String, String>> = futures_util::future::join_all(reads).await;
         let primary_at = self.nodes.iter().position(|n| n.role == NodeRole::Primary);
@@ -1238,6 +1243,21 @@ fn my_session_sql(fp: &Fingerprinter, node: &AdminNode) -> String {
          {locks}
          SHOW OPEN TABLES WHERE In_use > 0;"
     )
+}
+
+/// Waits up to 2 s until no session but the harness's and the server's own has an open
+/// InnoDB transaction on `node`.
+async fn my_settle(node: &AdminNode) {
+    let until = Instant::now() + Duration::from_secs(2);
+    let sql = "SELECT COUNT(*) FROM information_schema.innodb_trx t
+         WHERE t.trx_mysql_thread_id NOT IN (SELECT id FROM information_schema.processlist
+                                             WHERE user IN ('system user', 'sor_attack_admin'))";
+    while Instant::now() < until {
+        match node.admin.value(sql).await {
+            Ok(Some(n)) if n != "0" => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => return,
+        }
+    }
 }
 
 /// Whether GTID position `applied` is at or past `target` in every domain of `target`.
