@@ -48,6 +48,7 @@
 //! | &nbsp;&nbsp;`routing::read` (internal) | read routing under a [`Consistency`] (read your writes, bounded staleness) |
 //! | [`node`] | a node: pools, configured and reported role, circuit breaker, lag, units in flight |
 //! | &nbsp;&nbsp;`node::pools` (internal) | read-write and read-only session pools, built from the driver's options |
+//! | &nbsp;&nbsp;`node::held`, `node::sessions` (internal) | connections kept between uses, one round trip per statement; where a statement runs |
 //! | &nbsp;&nbsp;[`node::monitor`] | node health: the background checks (reachability, role, lag) |
 //! | &nbsp;&nbsp;[`node::status`], [`node::stats`] | what we show about nodes: the status view, where work went |
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions; [`ServerRole`], [`Probe`] |

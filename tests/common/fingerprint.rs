@@ -673,7 +673,7 @@ impl Fingerprinter {
         // a transaction the library is still ending (a dropped unit's rollback runs in the
         // background) would show as a change of the next run: wait, briefly, until none is
         // open; one that stays open shows
-        let settle = self.nodes.iter().map(|node| my_settle(node));
+        let settle = self.nodes.iter().map(my_settle);
         futures_util::future::join_all(settle).await;
         let reads = self.nodes.iter().map(|node| my_entries(self, node));
         let mut all: Vec<BTreeMap<String, String>> = futures_util::future::join_all(reads).await;
