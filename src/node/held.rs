@@ -112,8 +112,9 @@ impl std::fmt::Debug for Held {
     }
 }
 
-/// A connection in use. Dropped without [`done`](Self::done) or [`keep`](Self::keep) (the
-/// future using it was dropped, or its use failed), it is closed: its state is unknown.
+/// A connection in use. Dropped without [`done`](Self::done) (the future using it was
+/// dropped, or its use failed; see also [`finish`](Self::finish)), it is closed: its state
+/// is unknown.
 pub(crate) struct Taken {
     conn: Option<Conn>,
     taken: Instant,
