@@ -748,22 +748,13 @@ macro_rules! on_ambient {
                     && (route.reason.is_read_only_on_primary() || calls) =>
             {
                 let txn = node
-                    .bounded(OwnTxn::begin(node.sessions(true), true, None, None))
+                    .bounded(OwnTxn::read_only(node.sessions(true), calls))
                     .await?;
-                if calls {
-                    txn.isolate_session();
-                }
                 let result = {
                     let $c = &txn;
                     node.bounded($call).await
                 };
-                match result {
-                    Ok(value) => node.bounded(txn.commit()).await.map(|_| value),
-                    Err(err) => {
-                        let _ = txn.rollback().await;
-                        Err(err)
-                    }
-                }
+                node.bounded(txn.end_after(result)).await
             }
             Some(route) if route.reason.is_read_only_on_primary() => {
                 let options = node.dialect().transaction_options(true, None);
@@ -857,16 +848,9 @@ impl StreamTrait for ReplicatedDatabase {
                 // whose end resets the session (the rows are read in full first)
                 let rows = node
                     .bounded(async {
-                        let txn = OwnTxn::begin(node.sessions(true), true, None, None).await?;
-                        txn.isolate_session();
+                        let txn = OwnTxn::read_only(node.sessions(true), true).await?;
                         let rows = txn.query_all_raw(stmt).await;
-                        match rows {
-                            Ok(rows) => txn.commit().await.map(|()| rows),
-                            Err(err) => {
-                                let _ = txn.rollback().await;
-                                Err(err)
-                            }
-                        }
+                        txn.end_after(rows).await
                     })
                     .await?;
                 return Ok(

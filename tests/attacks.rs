@@ -3180,6 +3180,34 @@ fn failure_of(target: &Target, run: Run<'_>, sql: Vec<String>) -> Failure {
     }
 }
 
+/// Records a run that changed the cluster (its SQL, what the library answered, the
+/// fingerprint difference), counts it for its path, and repairs; returns the new reference.
+async fn failed_run(
+    target: &mut Target,
+    run: Run<'_>,
+    (steps, outcome, diff): (Vec<String>, Vec<String>, Vec<String>),
+    before: &Fingerprint,
+    per_path: &mut BTreeMap<(String, &'static str), (usize, usize)>,
+    report: &mut Report,
+) -> Fingerprint {
+    let mut f = failure_of(target, run, steps);
+    f.outcome = outcome;
+    f.diff = diff;
+    eprintln!("ATTACK FAILED {}", f.render());
+    report.failures.push(f);
+    per_path
+        .entry((run.path.label.to_owned(), run.method.name()))
+        .or_default()
+        .1 += 1;
+    let what = format!(
+        "`{}` ({} / {})",
+        run.case.label,
+        run.path.label,
+        run.method.name()
+    );
+    target.recover(before, &what, report).await
+}
+
 /// Runs `cases` over `paths` on `target`, recording failures. When the target breaks beyond
 /// repair, the remaining runs are recorded as not run.
 async fn attack(target: &mut Target, paths: &[PathDef], cases: &[Case], report: &mut Report) {
@@ -3267,29 +3295,9 @@ async fn attack(target: &mut Target, paths: &[PathDef], cases: &[Case], report: 
         batch = (batch / 2).max(1);
         prefetch.clear();
         if chunk.len() == 1 {
-            let run = chunk[0];
             let (steps, outcome) = answers.pop().unwrap();
-            let mut f = failure_of(target, run, steps);
-            f.outcome = outcome;
-            f.diff = diff;
-            eprintln!("ATTACK FAILED {}", f.render());
-            report.failures.push(f);
-            per_path
-                .entry((run.path.label.to_owned(), run.method.name()))
-                .or_default()
-                .1 += 1;
-            before = target
-                .recover(
-                    &before,
-                    &format!(
-                        "`{}` ({} / {})",
-                        run.case.label,
-                        run.path.label,
-                        run.method.name()
-                    ),
-                    report,
-                )
-                .await;
+            let failed = (steps, outcome, diff);
+            before = failed_run(target, chunk[0], failed, &before, &mut per_path, report).await;
             continue;
         }
         // which run(s) of the batch: repair, then each alone
@@ -3309,27 +3317,8 @@ async fn attack(target: &mut Target, paths: &[PathDef], cases: &[Case], report: 
                 continue;
             }
             attributed += 1;
-            let mut f = failure_of(target, run, steps);
-            f.outcome = outcome;
-            f.diff = diff;
-            eprintln!("ATTACK FAILED {}", f.render());
-            report.failures.push(f);
-            per_path
-                .entry((run.path.label.to_owned(), run.method.name()))
-                .or_default()
-                .1 += 1;
-            before = target
-                .recover(
-                    &before,
-                    &format!(
-                        "`{}` ({} / {})",
-                        run.case.label,
-                        run.path.label,
-                        run.method.name()
-                    ),
-                    report,
-                )
-                .await;
+            let failed = (steps, outcome, diff);
+            before = failed_run(target, run, failed, &before, &mut per_path, report).await;
         }
         if attributed == 0 && target.broken.is_none() {
             // the change came from the runs together, not from any one of them

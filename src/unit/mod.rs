@@ -687,19 +687,12 @@ macro_rules! on_active {
                 Active::Pool(_) if isolate => {
                     NodeCounters::bump(&node.counters.acquisitions);
                     node.bounded(Box::pin(async {
-                        let txn = OwnTxn::begin(node.sessions(true), true, None, None).await?;
-                        txn.isolate_session();
+                        let txn = OwnTxn::read_only(node.sessions(true), true).await?;
                         let result = {
                             let $c = &txn;
                             $call.await
                         };
-                        match result {
-                            Ok(value) => txn.commit().await.map(|()| value),
-                            Err(err) => {
-                                let _ = txn.rollback().await;
-                                Err(err)
-                            }
-                        }
+                        txn.end_after(result).await
                     }))
                     .instrument($self.span.clone())
                     .await

@@ -147,6 +147,28 @@ impl OwnTxn {
         Ok(txn)
     }
 
+    /// A read-only transaction on `sessions` for one read; `isolate`: see
+    /// [`isolate_session`](Self::isolate_session).
+    pub(crate) async fn read_only(sessions: Sessions<'_>, isolate: bool) -> Result<Self, DbErr> {
+        let txn = OwnTxn::begin(sessions, true, None, None).await?;
+        if isolate {
+            txn.isolate_session();
+        }
+        Ok(txn)
+    }
+
+    /// Ends the transaction after `result`: commits when it is `Ok`, rolls back otherwise (the
+    /// statement's error is the one returned).
+    pub(crate) async fn end_after<T>(&self, result: Result<T, DbErr>) -> Result<T, DbErr> {
+        match result {
+            Ok(value) => self.commit().await.map(|()| value),
+            Err(err) => {
+                let _ = self.rollback().await;
+                Err(err)
+            }
+        }
+    }
+
     /// For a read that calls a routine the text cannot see into: on MariaDB, where the reset
     /// cannot undo what a routine may set (user variables, `LAST_INSERT_ID(expr)`), the
     /// connection is closed at the end instead of pooled; PostgreSQL's reset covers it.

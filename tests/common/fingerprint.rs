@@ -1080,15 +1080,8 @@ async fn my_entries_into(
                 continue;
             }
             out.insert(k, v);
-        } else if let (Some(db), Some(table)) = (get("Database"), get("Table")) {
-            out.insert(
-                format!("session/table-in-use/{db}.{table}"),
-                format!(
-                    "in_use={} name_locked={}",
-                    get("In_use").unwrap_or_default(),
-                    get("Name_locked").unwrap_or_default()
-                ),
-            );
+        } else if let Some((k, v)) = table_in_use(&get) {
+            out.insert(k, v);
         } else if let Some(io) = get("Slave_IO_Running") {
             let get = |name: &str| get(name).unwrap_or_default();
             out.insert(
@@ -1198,15 +1191,8 @@ fn my_session_rows(rows: Vec<Vec<(String, Option<String>)>>, out: &mut BTreeMap<
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .and_then(|(_, v)| v.clone())
         };
-        if let (Some(db), Some(table)) = (get("Database"), get("Table")) {
-            out.insert(
-                format!("session/table-in-use/{db}.{table}"),
-                format!(
-                    "in_use={} name_locked={}",
-                    get("In_use").unwrap_or_default(),
-                    get("Name_locked").unwrap_or_default()
-                ),
-            );
+        if let Some((k, v)) = table_in_use(&get) {
+            out.insert(k, v);
         } else if let Some(Some(k)) = row.first().map(|(_, v)| v.clone()) {
             let v = row
                 .get(1)
@@ -1243,6 +1229,19 @@ fn my_session_sql(fp: &Fingerprinter, node: &AdminNode) -> String {
          {locks}
          SHOW OPEN TABLES WHERE In_use > 0;"
     )
+}
+
+/// The entry of a `SHOW OPEN TABLES` row (`get` reads a column by name), if it is one.
+fn table_in_use(get: &impl Fn(&str) -> Option<String>) -> Option<(String, String)> {
+    let (db, table) = (get("Database")?, get("Table")?);
+    Some((
+        format!("session/table-in-use/{db}.{table}"),
+        format!(
+            "in_use={} name_locked={}",
+            get("In_use").unwrap_or_default(),
+            get("Name_locked").unwrap_or_default()
+        ),
+    ))
 }
 
 /// Waits up to 2 s until no session but the harness's and the server's own has an open
