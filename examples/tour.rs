@@ -11,9 +11,12 @@ use std::time::Duration;
 use entity::{author, banner};
 use migration::Migrator;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr};
+use sea_orm::{EntityTrait, QueryFilter};
 use sea_orm_replica::backend::Dialect;
+use sea_orm_replica::shard::{ShardedConfig, ShardedDatabase, ShardedRepository};
 use sea_orm_replica::{
-    read_only_scope, MigrateOptions, ReplicaConfig, ReplicaError, ReplicatedDatabase, Repository,
+    read_only_scope, CausalScope, MigrateOptions, ReplicaConfig, ReplicaError, ReplicatedDatabase,
+    Repository,
 };
 
 struct Authors;
@@ -24,6 +27,24 @@ impl Repository for Authors {
 struct Banners;
 impl Repository for Banners {
     type Entity = banner::Entity;
+}
+
+/// Authors, sharded by their id: an author and their banners live on one shard.
+struct ShardedAuthors;
+impl ShardedRepository for ShardedAuthors {
+    type Entity = author::Entity;
+    fn shard_key() -> author::Column {
+        author::Column::Id
+    }
+}
+
+/// Banners, sharded by author: `insert` goes to the shard of `author_id`.
+struct ShardedBanners;
+impl ShardedRepository for ShardedBanners {
+    type Entity = banner::Entity;
+    fn shard_key() -> banner::Column {
+        banner::Column::AuthorId
+    }
 }
 
 impl Banners {
@@ -187,5 +208,122 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "\n== status (what `cargo run --example status` prints)\n{}",
         db.status()
     );
+    sharding().await
+}
+
+/// Two shards (`DATABASE_SHARDS` and friends, or two SQLite files): banners placed by author.
+async fn sharding() -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== sharding: banners placed by author over two shards");
+    let shards = match ShardedConfig::from_env() {
+        Ok(config) => ShardedDatabase::connect(config).await?,
+        Err(ReplicaError::MissingEnv(_)) => {
+            let file = |shard: &str| {
+                std::env::temp_dir().join(format!(
+                    "sea-orm-replica-tour-{}-{shard}.sqlite",
+                    std::process::id()
+                ))
+            };
+            println!("  DATABASE_SHARDS is not set: two SQLite files, a and b");
+            ShardedDatabase::builder()
+                .shard(
+                    "a",
+                    ReplicatedDatabase::builder()
+                        .primary(format!("sqlite://{}?mode=rwc", file("a").display())),
+                )
+                .shard(
+                    "b",
+                    ReplicatedDatabase::builder()
+                        .primary(format!("sqlite://{}?mode=rwc", file("b").display())),
+                )
+                .connect()
+                .await?
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let report = shards.migrate::<Migrator>(MigrateOptions::new()).await;
+    println!(
+        "  migrations: {} shards, failed: {:?}",
+        report.shards.len(),
+        report.failed()
+    );
+    report.into_result()?;
+
+    // writes route by key; the scope collects one causal position per shard
+    let scope = CausalScope::new(false, None);
+    scope
+        .run(async {
+            for id in 1..=4 {
+                ShardedAuthors::insert(
+                    &shards,
+                    author::ActiveModel {
+                        id: Set(id),
+                        name: Set(format!("author {id}")),
+                    },
+                )
+                .await?;
+                for n in 1..=2 {
+                    ShardedBanners::insert(
+                        &shards,
+                        banner::ActiveModel {
+                            name: Set(format!("banner {n} of author {id}")),
+                            author_id: Set(Some(id)),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                }
+                println!("  author {id} lives on shard {}", shards.locate(id).await?);
+            }
+            Ok::<_, ReplicaError>(())
+        })
+        .await?;
+    println!(
+        "  the token (one cookie) holds a position per shard: {:?}",
+        scope.token().to_string()
+    );
+
+    // reads: a key lookup on its shard, then one query on every shard, merged
+    let reading = CausalScope::new(true, Some(scope.token()));
+    reading
+        .run(async {
+            let mine = ShardedBanners::find_by_key(&shards, 3).await?;
+            println!("  author 3's banners (one shard): {}", mine.len());
+            let top = shards
+                .fan_out(
+                    banner::Entity::find().filter(banner::Column::Name.starts_with("banner 2")),
+                )
+                .order_by_desc(banner::Column::AuthorId)
+                .limit(3)
+                .all()
+                .await?;
+            let names: Vec<_> = top.iter().map(|b| b.name.as_str()).collect();
+            println!("  fan-out, ORDER BY author_id DESC LIMIT 3: {names:?}");
+            let total = shards.fan_out(banner::Entity::find()).count().await?;
+            println!(
+                "  fan-out count: {total} banners on {} shards",
+                shards.names().len()
+            );
+            Ok::<_, ReplicaError>(())
+        })
+        .await?;
+
+    // one unit, two shards: refused unless two-phase
+    let write = shards.begin_write();
+    let first = write.on(1).await?;
+    banner::Entity::insert(banner::ActiveModel {
+        name: Set("x".into()),
+        author_id: Set(Some(1)),
+        ..Default::default()
+    })
+    .exec(first)
+    .await?;
+    for id in 2..=4 {
+        if let Err(e) = write.on(id).await {
+            println!("  refused: {e}");
+            break;
+        }
+    }
+    write.rollback().await?;
+    println!("\n== status, grouped by shard\n{}", shards.status());
     Ok(())
 }

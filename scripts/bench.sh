@@ -4,6 +4,7 @@
 #   scripts/bench.sh policies     # benches/policies.rs: read-after-write policies (PostgreSQL and MariaDB)
 #   scripts/bench.sh balancing    # benches/balancing.rs: balancers with one replica freezing (PostgreSQL)
 #   scripts/bench.sh read_heavy   # benches/read_heavy.rs: 90 % reads / 10 % writes, library vs hand-routed raw SeaORM (PostgreSQL)
+#   scripts/bench.sh sharding     # benches/sharding.rs: sharded handle, shard decision, fan-out, two-phase commit (PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-overhead}"
@@ -13,7 +14,8 @@ case "$bench" in
     policies) clusters=all ;;
     balancing) clusters=pg ;;
     read_heavy) clusters=pg ;;
-    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy)" >&2; exit 2 ;;
+    sharding) clusters=pg ;;
+    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy | sharding)" >&2; exit 2 ;;
 esac
 scripts/cluster.sh start "$clusters"
 trap 'scripts/cluster.sh stop "$clusters" || true' EXIT

@@ -40,6 +40,14 @@
 #                          /usr/lib/postgresql/*/bin)
 #   SOR_WAIT_TIMEOUT       seconds for every bounded wait (default 60)
 #   SOR_MYSQL_REPLICA_WRITABLE=1  keep SUPER for root on the MariaDB replica
+#   SOR_SHARD_B=1          `start` also starts a second, independent set of
+#                          clusters, shard b, for the sharding tests: the same
+#                          topology in $CLUSTER_DIR/shard-b on PostgreSQL ports
+#                          base+3.. and MariaDB ports base+2..; `stop` stops it.
+#                          Its URLs: SOR_PG_SHARD_B_PRIMARY_URL, *_REPLICA_URL,
+#                          SOR_MYSQL_SHARD_B_PRIMARY_URL, *_REPLICA_URL. Fault
+#                          subcommands reach it with CLUSTER_DIR=<dir>/shard-b
+#                          and the shifted port bases.
 #
 # Fault injection details (every wait is bounded by SOR_WAIT_TIMEOUT)
 #   A node's processes are the live (non-zombie) postgres / mariadbd processes
@@ -174,6 +182,7 @@ check_cluster_dir() {
     MY_DIR="$CLUSTER_DIR/mariadb"
     LOG_DIR="$CLUSTER_DIR/logs"
     ENV_FILE="$CLUSTER_DIR/env"
+    SHARD_B_DIR="$CLUSTER_DIR/shard-b"
 }
 
 # Create the cluster root and log dir, traversable by the postgres user.
@@ -308,6 +317,8 @@ wal_keep_size = 256MB
 hot_standby = on
 fsync = off
 logging_collector = off
+# two-phase commit across shards (standbys need at least the primary's value)
+max_prepared_transactions = 20
 EOF
 }
 
@@ -1070,6 +1081,10 @@ write_env() {
             echo "export SOR_MYSQL_PRIMARY_URL=mysql://root@127.0.0.1:$(my_port primary)/app"
             echo "export SOR_MYSQL_REPLICA_URL=mysql://root@127.0.0.1:$(my_port replica)/app"
         fi
+        # shard b's URLs under their own names (see SOR_SHARD_B)
+        if [[ -f "$SHARD_B_DIR/env" ]]; then
+            sed -n 's/^export SOR_\(PG\|MYSQL\)_\(PRIMARY\|REPLICA\)_URL=/export SOR_\1_SHARD_B_\2_URL=/p' "$SHARD_B_DIR/env"
+        fi
     } >"$tmp"
     mv -f "$tmp" "$ENV_FILE"
     chmod 644 "$ENV_FILE"
@@ -1088,9 +1103,19 @@ parse_target() {
     esac
 }
 
+# shard_b <subcommand> <target>: runs this script for shard b (its own dir and ports).
+shard_b() {
+    CLUSTER_DIR="$SHARD_B_DIR" SOR_PG_PORT_BASE=$((PG_PORT_BASE + 3)) \
+        SOR_MYSQL_PORT_BASE=$((MY_PORT_BASE + 2)) SOR_SHARD_B=0 "$0" "$@"
+}
+
 cmd_stop() {
     local target; target="$(parse_target "${1:-all}")"
     [[ -d "$CLUSTER_DIR" ]] || { log "nothing to stop ($CLUSTER_DIR does not exist)"; return 0; }
+    if [[ -d "$SHARD_B_DIR" ]]; then
+        shard_b stop "$target" || true
+        [[ "$target" == all ]] && rm -rf "$SHARD_B_DIR"
+    fi
     [[ "$target" == pg      || "$target" == all ]] && pg_stop
     [[ "$target" == mariadb || "$target" == all ]] && my_stop
     write_env
@@ -1112,6 +1137,9 @@ cmd_start() {
     fi
     if [[ "$target" == mariadb || "$target" == all ]]; then
         my_start || { log "MariaDB start failed; logs in $LOG_DIR"; exit 1; }
+    fi
+    if [[ "${SOR_SHARD_B:-0}" == 1 ]]; then
+        shard_b start "$target" >/dev/null || { log "shard b start failed"; exit 1; }
     fi
     write_env
     log "started $target in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s"

@@ -17,8 +17,8 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "docs (every public item documented, no broken links)"
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps --workspace --all-features
 
-step "starting the test clusters"
-scripts/cluster.sh start all
+step "starting the test clusters (two of each: shard b is for the sharding tests)"
+SOR_SHARD_B=1 scripts/cluster.sh start all
 trap 'step "stopping the test clusters"; scripts/cluster.sh stop all || true' EXIT
 # shellcheck disable=SC1091
 source "${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}/env"

@@ -157,6 +157,93 @@ impl std::fmt::Display for ServerIdentity {
 }
 
 impl Dialect {
+    /// Where `ORDER BY … ASC` puts NULLs: last on PostgreSQL (NULL sorts as the largest
+    /// value), first on MySQL/MariaDB and SQLite (the smallest). A fan-out merge sorts as the
+    /// shards did.
+    pub fn nulls_sort_high(self) -> bool {
+        matches!(self.0, DbBackend::Postgres)
+    }
+
+    /// The type a fan-out `sum`/`avg` casts to so every backend answers a float:
+    /// PostgreSQL `DOUBLE PRECISION`, MariaDB `DOUBLE`, SQLite `REAL`.
+    pub fn float_type(self) -> &'static str {
+        match self.0 {
+            DbBackend::Postgres => "DOUBLE PRECISION",
+            DbBackend::MySql => "DOUBLE",
+            _ => "REAL",
+        }
+    }
+
+    /// The type an exact integer `sum` casts to: `BIGINT`, `SIGNED`, `INTEGER`.
+    pub fn integer_type(self) -> &'static str {
+        match self.0 {
+            DbBackend::Postgres => "BIGINT",
+            DbBackend::MySql => "SIGNED",
+            _ => "INTEGER",
+        }
+    }
+
+    /// True where a transaction can be prepared for two-phase commit (PostgreSQL
+    /// `PREPARE TRANSACTION`, MariaDB `XA`); not SQLite.
+    pub fn supports_two_phase(self) -> bool {
+        matches!(self.0, DbBackend::Postgres | DbBackend::MySql)
+    }
+
+    /// How a two-phase transaction with global id `gid` begins, where that differs from a
+    /// plain `BEGIN`: MariaDB `XA START 'gid'` (after the isolation level, if any).
+    /// `gid` is the library's own (`sor2pc_` and hex digits).
+    pub fn begin_two_phase_sql(
+        self,
+        gid: &str,
+        isolation: Option<IsolationLevel>,
+    ) -> Option<String> {
+        match (self.0, isolation) {
+            (DbBackend::MySql, Some(level)) => Some(format!(
+                "SET TRANSACTION ISOLATION LEVEL {level}; XA START '{gid}'"
+            )),
+            (DbBackend::MySql, None) => Some(format!("XA START '{gid}'")),
+            _ => None,
+        }
+    }
+
+    /// Phase one: prepares the open transaction as `gid`. On PostgreSQL, `PREPARE TRANSACTION`
+    /// in a transaction a failed statement aborted answers as a silent `ROLLBACK`, so a
+    /// statement that fails in an aborted transaction goes first (as for `COMMIT`, see
+    /// [`end_transaction_sql`](Self::end_transaction_sql)).
+    pub fn prepare_sql(self, gid: &str) -> String {
+        match self.0 {
+            DbBackend::MySql => format!("XA END '{gid}'; XA PREPARE '{gid}'"),
+            _ => format!("{PG_UNLOCK}; PREPARE TRANSACTION '{gid}'"),
+        }
+    }
+
+    /// Phase two: commits (or rolls back) the prepared transaction `gid`; any session may.
+    pub fn finish_prepared_sql(self, gid: &str, commit: bool) -> String {
+        match (self.0, commit) {
+            (DbBackend::MySql, true) => format!("XA COMMIT '{gid}'"),
+            (DbBackend::MySql, false) => format!("XA ROLLBACK '{gid}'"),
+            (_, true) => format!("COMMIT PREPARED '{gid}'"),
+            (_, false) => format!("ROLLBACK PREPARED '{gid}'"),
+        }
+    }
+
+    /// The query listing prepared transactions (for recovery): PostgreSQL's of this database,
+    /// with the id in the column `gid`; MariaDB `XA RECOVER` (the id in column `data`).
+    pub fn prepared_list_sql(self) -> &'static str {
+        match self.0 {
+            DbBackend::MySql => "XA RECOVER",
+            _ => "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+        }
+    }
+
+    /// The column of [`prepared_list_sql`](Self::prepared_list_sql) that holds the id.
+    pub fn prepared_list_column(self) -> &'static str {
+        match self.0 {
+            DbBackend::MySql => "data",
+            _ => "gid",
+        }
+    }
+
     fn stmt(self, sql: &str, values: Vec<Value>) -> Statement {
         Statement::from_sql_and_values(self.0, sql, values)
     }

@@ -14,6 +14,7 @@
 //! assert_eq!(b.to_string(), "p:16B374D900");
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -155,25 +156,84 @@ fn join_gtids(gtids: &[Gtid], sep: &str) -> String {
 
 /// Proof of a write: the primary's position after it committed. A read-only unit given the
 /// token runs only where that position has been replayed.
+///
+/// With [sharding](crate::shard), one token carries a position per shard it has seen (a
+/// shard's clusters have unrelated positions): a write on shard `a` adds `a`'s position, and a
+/// read on shard `b` waits only for `b`'s. Merging keeps the later position per shard.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CausalToken {
+    /// The position on an unsharded handle.
     position: Position,
+    /// Per shard name, the position on that shard; never holds [`Position::None`].
+    shards: BTreeMap<String, Position>,
 }
 
+/// The position a token holds for a shard it has not seen.
+static NO_POSITION: Position = Position::None;
+
 impl CausalToken {
-    /// A token at `position`.
+    /// A token at `position` (of an unsharded handle).
     pub fn new(position: Position) -> Self {
-        CausalToken { position }
+        CausalToken {
+            position,
+            shards: BTreeMap::new(),
+        }
     }
 
-    /// The position it carries.
+    /// A token at `position` on the shard called `shard`.
+    pub fn on_shard(shard: &str, position: Position) -> Self {
+        let mut shards = BTreeMap::new();
+        if position != Position::None {
+            shards.insert(shard.to_owned(), position);
+        }
+        CausalToken {
+            position: Position::None,
+            shards,
+        }
+    }
+
+    /// The position it carries for an unsharded handle.
     pub fn position(&self) -> &Position {
         &self.position
     }
 
-    /// The later of two tokens.
+    /// The position it carries for the shard called `shard` ([`Position::None`] if none).
+    pub fn shard_position(&self, shard: &str) -> &Position {
+        self.shards.get(shard).unwrap_or(&NO_POSITION)
+    }
+
+    /// The position for a handle: unsharded (`None`) or a shard's.
+    pub(crate) fn position_for(&self, shard: Option<&str>) -> &Position {
+        match shard {
+            None => &self.position,
+            Some(name) => self.shard_position(name),
+        }
+    }
+
+    /// The shards it has a position for, with their positions, by name.
+    pub fn shards(&self) -> impl Iterator<Item = (&str, &Position)> {
+        self.shards.iter().map(|(name, p)| (name.as_str(), p))
+    }
+
+    /// True when it carries no position at all.
+    pub fn is_empty(&self) -> bool {
+        self.position == Position::None && self.shards.is_empty()
+    }
+
+    /// The later of two tokens, per shard.
     pub fn merge(&self, other: &CausalToken) -> CausalToken {
-        CausalToken::new(self.position.merge(&other.position))
+        let mut shards = self.shards.clone();
+        for (name, theirs) in &other.shards {
+            let merged = match shards.get(name) {
+                Some(ours) => ours.merge(theirs),
+                None => theirs.clone(),
+            };
+            shards.insert(name.clone(), merged);
+        }
+        CausalToken {
+            position: self.position.merge(&other.position),
+            shards,
+        }
     }
 }
 
@@ -183,32 +243,88 @@ impl From<Position> for CausalToken {
     }
 }
 
-/// The compact form: `p:<hex LSN>`, `m:<domain-server-seq>.<…>`, or `-` for none. It uses only
-/// cookie-safe characters.
-impl fmt::Display for CausalToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.position {
-            Position::None => f.write_str("-"),
-            Position::Lsn(lsn) => write!(f, "p:{lsn:X}"),
-            Position::Gtid(g) => write!(f, "m:{}", join_gtids(g, ".")),
-        }
+/// True for a name a token can carry: what [`ShardedDatabase`](crate::shard::ShardedDatabase)
+/// accepts as a shard name (ASCII letters, digits, `_` and `-`, 1 to 64 of them), so the
+/// token stays a cookie-safe string.
+pub fn valid_shard_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn fmt_position(position: &Position, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match position {
+        Position::None => f.write_str("-"),
+        Position::Lsn(lsn) => write!(f, "p:{lsn:X}"),
+        Position::Gtid(g) => write!(f, "m:{}", join_gtids(g, ".")),
     }
 }
+
+fn parse_position(s: &str) -> Result<Position, BadPosition> {
+    Ok(match s.split_once(':') {
+        _ if s == "-" || s.is_empty() => Position::None,
+        Some(("p", hex)) => {
+            Position::Lsn(u64::from_str_radix(hex, 16).map_err(|_| BadPosition(s.to_owned()))?)
+        }
+        Some(("m", list)) => Position::parse_gtids(list, '.')?,
+        _ => return Err(BadPosition(s.to_owned())),
+    })
+}
+
+/// The compact form: `p:<hex LSN>`, `m:<domain-server-seq>.<…>`, or `-` for none; with shards,
+/// `|`-separated parts, one `<shard>=<position>` per shard (`a=p:1F|b=m:0-1-5`), after the
+/// unsharded position if there is one. It uses only cookie-safe characters.
+impl fmt::Display for CausalToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        if self.position != Position::None || self.shards.is_empty() {
+            fmt_position(&self.position, f)?;
+            first = false;
+        }
+        for (name, position) in &self.shards {
+            if !first {
+                f.write_str("|")?;
+            }
+            first = false;
+            write!(f, "{name}=")?;
+            fmt_position(position, f)?;
+        }
+        Ok(())
+    }
+}
+
+/// At most this many shard positions in one token: a token is client input (a cookie), and a
+/// huge one must not cost memory or time.
+pub const MAX_TOKEN_SHARDS: usize = 256;
 
 impl FromStr for CausalToken {
     type Err = BadPosition;
 
     fn from_str(s: &str) -> Result<Self, BadPosition> {
         let s = s.trim();
-        let position = match s.split_once(':') {
-            _ if s == "-" || s.is_empty() => Position::None,
-            Some(("p", hex)) => {
-                Position::Lsn(u64::from_str_radix(hex, 16).map_err(|_| BadPosition(s.to_owned()))?)
+        let mut token = CausalToken::default();
+        for (i, part) in s.split('|').enumerate() {
+            match part.split_once('=') {
+                Some((name, position)) => {
+                    if !valid_shard_name(name)
+                        || token.shards.contains_key(name)
+                        || token.shards.len() >= MAX_TOKEN_SHARDS
+                    {
+                        return Err(BadPosition(s.to_owned()));
+                    }
+                    let position = parse_position(position)?;
+                    if position != Position::None {
+                        token.shards.insert(name.to_owned(), position);
+                    }
+                }
+                None if i == 0 => {
+                    token.position = parse_position(part)?;
+                }
+                None => return Err(BadPosition(s.to_owned())),
             }
-            Some(("m", list)) => Position::parse_gtids(list, '.')?,
-            _ => return Err(BadPosition(s.to_owned())),
-        };
-        Ok(CausalToken { position })
+        }
+        Ok(token)
     }
 }
 
@@ -269,5 +385,43 @@ mod tests {
         assert_eq!(later.position(), &Position::Lsn(5));
         assert!(Position::None.has_reached(&Position::None));
         assert!(Position::Lsn(1).has_reached(&Position::None));
+    }
+
+    #[test]
+    fn sharded_tokens_keep_a_position_per_shard() {
+        let a = CausalToken::on_shard("a", Position::Lsn(0x10));
+        let b = CausalToken::on_shard("b", Position::parse_gtid_list("0-1-5").unwrap());
+        let both = a
+            .merge(&b)
+            .merge(&CausalToken::on_shard("a", Position::Lsn(0x8)));
+        assert_eq!(both.to_string(), "a=p:10|b=m:0-1-5");
+        assert_eq!(
+            both.shard_position("a"),
+            &Position::Lsn(0x10),
+            "merge keeps the later"
+        );
+        assert_eq!(both.shard_position("c"), &Position::None);
+        assert_eq!(both.position(), &Position::None);
+        let parsed: CausalToken = "p:5|a=p:10|b=m:0-1-5".parse().unwrap();
+        assert_eq!(parsed.position(), &Position::Lsn(5));
+        assert_eq!(parsed.to_string(), "p:5|a=p:10|b=m:0-1-5");
+        assert_eq!(parsed.merge(&both), parsed);
+        for bad in [
+            "a=p:1|a=p:2",
+            "p:1|p:2",
+            "a b=p:1",
+            "=p:1",
+            "a=x:1",
+            "a=p:1|",
+            "a=p:zz",
+            "a=p:1=2",
+        ] {
+            assert!(bad.parse::<CausalToken>().is_err(), "{bad}");
+        }
+        let many: String = (0..=MAX_TOKEN_SHARDS)
+            .map(|i| format!("s{i}=p:1"))
+            .collect::<Vec<_>>()
+            .join("|");
+        assert!(many.parse::<CausalToken>().is_err(), "too many shards");
     }
 }

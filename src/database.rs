@@ -12,7 +12,7 @@ use sea_orm::{
 };
 
 use crate::config::{check_duration, Fallback, NodeConfig, ReplicaConfig, ValidNode};
-use crate::consistency::{CausalToken, Consistency};
+use crate::consistency::Consistency;
 use crate::node::monitor::{spawn_monitor, DEFAULT_CHECK_TIMEOUT, DEFAULT_MONITOR_INTERVAL};
 use crate::node::pools::{PoolSettings, Pools};
 use crate::node::stats::{HandleCounters, NodeCounters, StatsSnapshot};
@@ -200,6 +200,7 @@ pub struct ReplicatedDatabaseBuilder {
     causal_wait: Option<Duration>,
     max_lag: Option<Duration>,
     monitor_interval: Option<Duration>,
+    shard: Option<Arc<str>>,
 }
 
 /// How long a read-only unit with a causal token waits for a replica, unless told otherwise.
@@ -366,24 +367,36 @@ impl ReplicatedDatabaseBuilder {
         self
     }
 
+    /// Makes this cluster the shard called `name` of a sharded handle: causal tokens keep its
+    /// positions under that name, and nodes not named explicitly are called `name/primary`,
+    /// `name/replica-1`, ...
+    pub(crate) fn shard(mut self, name: Arc<str>) -> Self {
+        self.shard = Some(name);
+        self
+    }
+
     /// Validates the configuration and connects to every node.
     pub async fn connect(self) -> Result<ReplicatedDatabase, ReplicaError> {
         self.check_settings()?;
+        let default_name = |name: String| match &self.shard {
+            Some(shard) => format!("{shard}/{name}"),
+            None => name,
+        };
         let primary = self
             .primary
             .ok_or_else(|| ReplicaError::Config("no primary configured".into()))?;
-        let primary = Prepared::new(primary, "primary")?;
+        let primary = Prepared::new(primary, &default_name("primary".into()))?;
         let candidates = self
             .candidates
             .into_iter()
             .enumerate()
-            .map(|(i, c)| Prepared::new(c, &format!("primary-{}", i + 2)))
+            .map(|(i, c)| Prepared::new(c, &default_name(format!("primary-{}", i + 2))))
             .collect::<Result<Vec<_>, _>>()?;
         let mut replicas = self
             .replicas
             .into_iter()
             .enumerate()
-            .map(|(i, r)| Prepared::new(r, &format!("replica-{}", i + 1)))
+            .map(|(i, r)| Prepared::new(r, &default_name(format!("replica-{}", i + 1))))
             .collect::<Result<Vec<_>, _>>()?;
         let backend = primary.backend;
         if let Some(odd) = candidates
@@ -404,7 +417,7 @@ impl ReplicatedDatabaseBuilder {
                 && !is_sqlite_memory(&c.config.url)
         }) {
             replicas.push(Prepared {
-                name: "sqlite-reader".into(),
+                name: default_name("sqlite-reader".into()),
                 backend,
                 redacted_url: file.redacted_url.clone(),
                 config: Some(file.clone()),
@@ -428,7 +441,7 @@ impl ReplicatedDatabaseBuilder {
             backend = backend.as_str(),
             "replicated database connected"
         );
-        let router = Router::new(
+        let mut router = Router::new(
             primaries,
             replica_nodes,
             self.balancer
@@ -437,6 +450,7 @@ impl ReplicatedDatabaseBuilder {
             self.causal_wait.unwrap_or(DEFAULT_CAUSAL_WAIT),
             self.max_lag,
         )?;
+        router.shard = self.shard.clone();
         let inner = Arc::new(Inner {
             router,
             backend,
@@ -508,6 +522,12 @@ impl ReplicatedDatabase {
 
     pub(crate) fn counters(&self) -> &HandleCounters {
         &self.inner.counters
+    }
+
+    /// The shard this handle is, when it came from a
+    /// [`ShardedDatabase`](crate::shard::ShardedDatabase); `None` for an unsharded handle.
+    pub fn shard_name(&self) -> Option<&str> {
+        self.inner.router.shard.as_deref()
     }
 
     /// The SQL dialect all nodes share.
@@ -718,7 +738,7 @@ impl ReplicatedDatabase {
             .current_position(&primary.sessions(false))
             .await?;
         primary.observe_written(&position);
-        record_write(&CausalToken::new(position));
+        record_write(&self.router().token(position));
         Ok(())
     }
 }

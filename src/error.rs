@@ -135,6 +135,77 @@ pub enum ReplicaError {
     #[error("environment variable `{0}` is not set")]
     MissingEnv(&'static str),
 
+    /// A shard name that the sharded handle does not have (from code, a config, a directory
+    /// row or a request).
+    #[error("no shard called `{name}`")]
+    UnknownShard {
+        /// The name asked for (at most 64 characters of it).
+        name: String,
+    },
+
+    /// The sharding strategy has no shard for this key: a range or list that does not cover
+    /// it, a directory without a row for it, or a key of a type the strategy cannot place
+    /// (e.g. a string for `Modulo`).
+    #[error("no shard for key {key}: {reason}")]
+    NoShardForKey {
+        /// The key (at most 64 characters of it).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+
+    /// A sharded write needs its shard-key column, and the model has no value for it.
+    #[error("the shard-key column `{column}` has no value: a sharded write must say which shard it goes to")]
+    ShardKeyMissing {
+        /// The shard-key column.
+        column: String,
+    },
+
+    /// A write reached a second shard in a unit that is not two-phase: it was refused before
+    /// running there, and the unit is still open on the first shard (roll it back or commit it).
+    #[error("a write on shard `{second}` in a unit already writing on shard `{first}`: cross-shard writes need a two-phase unit (ShardedDatabase::begin_two_phase)")]
+    CrossShardWrite {
+        /// The shard the unit writes on.
+        first: String,
+        /// The other shard the write was for.
+        second: String,
+    },
+
+    /// The request (or task) is locked to one shard and code asked for another.
+    #[error("this request is locked to shard `{locked}`, and shard `{wanted}` was asked for")]
+    ShardLocked {
+        /// The shard the request is locked to.
+        locked: String,
+        /// The shard that was asked for.
+        wanted: String,
+    },
+
+    /// Work on one shard failed (a fan-out read, a migration, a two-phase commit): the error
+    /// names the shard.
+    #[error("shard `{shard}`: {source}")]
+    Shard {
+        /// The shard.
+        shard: String,
+        /// What went wrong there.
+        #[source]
+        source: Box<ReplicaError>,
+    },
+
+    /// A two-phase commit did not complete. `committed` says what is known: `Some(true)`, the
+    /// decision to commit is recorded and recovery will finish it on every shard; `Some(false)`,
+    /// it was rolled back everywhere (or will be by recovery); `None`, the decision record
+    /// could not be read or written, and [`recover`](crate::shard::ShardedDatabase::recover)
+    /// settles it.
+    #[error("two-phase commit {id} did not complete ({}): {reason}", match committed { Some(true) => "committed; recovery finishes it", Some(false) => "rolled back", None => "outcome unknown until recovery" })]
+    TwoPhase {
+        /// The transaction's identifier (its global id prefix).
+        id: String,
+        /// What is known of the outcome.
+        committed: Option<bool>,
+        /// What failed.
+        reason: String,
+    },
+
     /// An error from SeaORM or the database driver.
     #[error(transparent)]
     Db(DbErr),

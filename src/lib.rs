@@ -29,7 +29,8 @@
 //!
 //! | module | concept |
 //! |---|---|
-//! | `web` (feature `tower`) | a tower layer: request-scoped routing and the token cookie |
+//! | `web` (feature `tower`) | tower layers: request-scoped routing and the token cookie; the request's shard |
+//! | [`shard`] | horizontal sharding: [`ShardedDatabase`](shard::ShardedDatabase), key → shard strategies, fan-out reads, two-phase writes |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
 //! | [`migrate`] | migrations on the primary only |
 //! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
@@ -65,6 +66,7 @@ pub mod migrate;
 pub mod node;
 pub mod repository;
 pub mod routing;
+pub mod shard;
 pub mod unit;
 #[cfg(feature = "tower")]
 pub mod web;

@@ -6,12 +6,16 @@
 //! curl -c jar -b jar localhost:3000/banners/1
 //! ```
 //! `BIND_ADDR` (default `127.0.0.1:3000`), `DATABASE_URL`, `DATABASE_REPLICA_URLS` (SQLite when unset),
+//! or, for the sharded mode (banners by author: `/authors/{author}/banners`), `DATABASE_SHARDS`
+//! with `DATABASE_URL_<SHARD>` / `DATABASE_REPLICA_URLS_<SHARD>` (`SOR_SHARDED=1` alone: two
+//! SQLite files),
 //! `SOR_COOKIE_KEY` (hex, at least 32 bytes, e.g. `openssl rand -hex 32`: signs the token cookie;
 //! unset, a random key per process, so cookies do not survive a restart).
 
 mod app;
 
 use migration::Migrator;
+use sea_orm_replica::shard::{ShardedConfig, ShardedDatabase};
 use sea_orm_replica::{MigrateOptions, ReplicaConfig, ReplicaError, ReplicatedDatabase};
 
 #[tokio::main]
@@ -21,6 +25,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    if let Some(shards) = sharded().await? {
+        let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        tracing::info!(shards = ?shards.names().collect::<Vec<_>>(), "sharded banner service listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app::sharded_app(shards)).await?;
+        return Ok(());
+    }
     let config = match ReplicaConfig::from_env() {
         Ok(config) => config,
         Err(ReplicaError::MissingEnv(_)) => {
@@ -43,4 +54,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     axum::serve(listener, app::app(db)).await?;
     Ok(())
+}
+
+/// The sharded mode's handle, when asked for: `DATABASE_SHARDS` (and its URLs), or
+/// `SOR_SHARDED=1` for two SQLite files. Migrated on every shard.
+async fn sharded() -> Result<Option<ShardedDatabase>, Box<dyn std::error::Error>> {
+    let shards = match ShardedConfig::from_env() {
+        Ok(config) => ShardedDatabase::connect(config).await?,
+        Err(ReplicaError::MissingEnv(_))
+            if std::env::var("SOR_SHARDED").is_ok_and(|v| v == "1") =>
+        {
+            let url = |shard: &str| {
+                let file = std::env::temp_dir()
+                    .join(format!("sea-orm-replica-banner-service-{shard}.sqlite"));
+                format!("sqlite://{}?mode=rwc", file.display())
+            };
+            ShardedDatabase::builder()
+                .shard("a", ReplicatedDatabase::builder().primary(url("a")))
+                .shard("b", ReplicatedDatabase::builder().primary(url("b")))
+                .connect()
+                .await?
+        }
+        Err(ReplicaError::MissingEnv(_)) => return Ok(None),
+        Err(err) => return Err(err.into()),
+    };
+    shards
+        .migrate::<Migrator>(MigrateOptions::new())
+        .await
+        .into_result()?;
+    Ok(Some(shards))
 }

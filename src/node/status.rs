@@ -80,9 +80,17 @@ impl Status {
 
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // the node column fits the longest name (sharded names: `shard/node`)
+        let w = self
+            .nodes
+            .iter()
+            .map(|n| n.name.chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(14);
         writeln!(
             f,
-            "{:<14} {:<9} {:<8} {:<14} {:<16} {:>9} {:>9} {:>9}",
+            "{:<w$} {:<9} {:<8} {:<14} {:<16} {:>9} {:>9} {:>9}",
             "node", "config", "server", "routing", "health", "lag", "in flight", "units"
         )?;
         for n in &self.nodes {
@@ -96,7 +104,7 @@ impl std::fmt::Display for Status {
                 .map_or("-".to_owned(), |d| format!("{}ms", d.as_millis()));
             writeln!(
                 f,
-                "{:<14} {:<9} {:<8} {:<14} {:<16} {:>9} {:>9} {:>9}",
+                "{:<w$} {:<9} {:<8} {:<14} {:<16} {:>9} {:>9} {:>9}",
                 n.name,
                 n.configured.as_str(),
                 n.server_role.as_str(),

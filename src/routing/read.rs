@@ -35,7 +35,7 @@ fn route_read_now(
             node: router.primary(),
             reason: RouteReason::PrimaryRequested,
         }),
-        Consistency::ReadYourWrites(token) if *token.position() == Position::None => {
+        Consistency::ReadYourWrites(token) if *router.position_in(token) == Position::None => {
             router.route(true)
         }
         Consistency::ReadYourWrites(_) => return None,
@@ -105,7 +105,7 @@ async fn route_causal(
     let Consistency::ReadYourWrites(token) = consistency else {
         return router.route(true);
     };
-    let wanted = token.position();
+    let wanted = router.position_in(token);
     let replicas = &router.replicas;
     let caught_up = |reason| {
         move |i: usize| Route {

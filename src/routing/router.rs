@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Balancer;
+use crate::consistency::{CausalToken, Position};
 use crate::node::status::{NodeStatus, Status};
 use crate::node::{Node, Role, ServerRole};
 use crate::ReplicaError;
@@ -112,6 +113,9 @@ pub(crate) struct Router {
     pub causal_wait: Duration,
     /// Replicas measured further behind than this are not used (bounded staleness).
     pub max_lag: Option<Duration>,
+    /// The shard this cluster is, when it is one of a sharded handle's: causal tokens keep
+    /// its positions under this name.
+    pub shard: Option<Arc<str>>,
 }
 
 impl Router {
@@ -137,7 +141,22 @@ impl Router {
             fallback,
             causal_wait,
             max_lag,
+            shard: None,
         })
+    }
+
+    /// A causal token at `position` of this cluster: kept under the shard's name when the
+    /// cluster is a shard.
+    pub fn token(&self, position: Position) -> CausalToken {
+        match &self.shard {
+            None => CausalToken::new(position),
+            Some(name) => CausalToken::on_shard(name, position),
+        }
+    }
+
+    /// This cluster's position in `token`.
+    pub fn position_in<'t>(&self, token: &'t CausalToken) -> &'t Position {
+        token.position_for(self.shard.as_deref())
     }
 
     /// The node read-write units go to now.

@@ -66,6 +66,8 @@ pub struct UnitOptions {
     max_wait: Option<Duration>,
     /// One transaction even with no isolation level asked for (the handle's plain `begin`).
     transaction: bool,
+    /// The global id of a two-phase unit (a sharded write across shards).
+    two_phase: Option<Arc<str>>,
 }
 
 impl UnitOptions {
@@ -136,6 +138,12 @@ impl UnitOptions {
     /// plain SeaORM `begin` means).
     pub(crate) fn transaction(mut self) -> Self {
         self.transaction = true;
+        self
+    }
+
+    /// A unit that ends in two phases under global id `gid` (MariaDB begins it with `XA START`).
+    pub(crate) fn two_phase(mut self, gid: Arc<str>) -> Self {
+        self.two_phase = Some(gid);
         self
     }
 
@@ -489,6 +497,7 @@ impl<A: Access> UnitOfWork<A> {
                     A::READ_ONLY,
                     self.options.isolation,
                     sync_sql,
+                    self.options.two_phase.as_deref(),
                 )))
                 .await?;
             Active::Own(route, Arc::new(txn), None)
@@ -602,6 +611,44 @@ impl<A: Access> UnitOfWork<A> {
 }
 
 impl UnitOfWork<ReadWrite> {
+    /// Two-phase commit, phase one: prepares this unit's transaction as `gid` on its node.
+    /// `Ok(None)`: the unit ran nothing (nothing to prepare); `Ok(Some(node))`: prepared there.
+    pub(crate) async fn prepare_two_phase(
+        &self,
+        gid: &str,
+    ) -> Result<Option<Arc<crate::Node>>, DbErr> {
+        match self.state.get() {
+            None => Ok(None),
+            Some(Active::Own(route, txn, None)) => {
+                route
+                    .node
+                    .bounded(Box::pin(txn.prepare(gid)))
+                    .instrument(self.span.clone())
+                    .await?;
+                Ok(Some(route.node.clone()))
+            }
+            Some(_) => Err(ReplicaError::Config(
+                "a two-phase unit needs a transaction of its own on PostgreSQL or MariaDB (not nested, not SQLite)".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// Two-phase commit, phase two, on the session that prepared `gid`.
+    pub(crate) async fn finish_two_phase(self, gid: &str, commit: bool) -> Result<(), DbErr> {
+        match self.state.get() {
+            Some(Active::Own(route, txn, None)) => {
+                let (node, txn) = (route.node.clone(), txn.clone());
+                let span = self.span.clone();
+                drop(self);
+                node.bounded(Box::pin(txn.finish_prepared(gid, commit)))
+                    .instrument(span)
+                    .await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Commits, then returns a [`CausalToken`]: the primary's position after this commit.
     /// Hand it to a later read-only unit ([`UnitOptions::after`]) — in this process or another —
     /// and that unit reads only where this write has been replayed. A unit that ran no
@@ -631,6 +678,7 @@ impl<A: Access> UnitOfWork<A> {
             return Ok(CausalToken::default());
         };
         let span = self.span.clone();
+        let db = self.db.clone();
         if let Some(Active::Own(_, txn, None)) = self.state.get() {
             // the position rides on the COMMIT: no extra round trip
             let txn = txn.clone();
@@ -642,7 +690,7 @@ impl<A: Access> UnitOfWork<A> {
                 .await?;
             // the primary has written this far: tokens up to here are real
             route.node.observe_written(&position);
-            return Ok(CausalToken::new(position));
+            return Ok(db.router().token(position));
         }
         self.commit_only().await?;
         let node = &route.node;
@@ -651,7 +699,7 @@ impl<A: Access> UnitOfWork<A> {
             .instrument(span)
             .await?;
         node.observe_written(&position);
-        Ok(CausalToken::new(position))
+        Ok(db.router().token(position))
     }
 }
 

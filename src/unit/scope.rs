@@ -19,7 +19,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use crate::consistency::{CausalToken, Consistency, Position};
+use crate::consistency::{CausalToken, Consistency};
 use crate::routing::Route;
 
 tokio::task_local! {
@@ -143,7 +143,7 @@ pub(crate) fn read_consistency() -> Option<Consistency> {
                 }
             }
             let token = lock(&s.token).clone();
-            (*token.position() != Position::None).then_some(Consistency::ReadYourWrites(token))
+            (!token.is_empty()).then_some(Consistency::ReadYourWrites(token))
         })
         .ok()
         .flatten()

@@ -117,6 +117,7 @@ impl OwnTxn {
         read_only: bool,
         isolation: Option<IsolationLevel>,
         then: Option<&str>,
+        two_phase: Option<&str>,
     ) -> Result<Self, DbErr> {
         let backend = sessions.backend();
         let Some(held) = sessions.held() else {
@@ -126,7 +127,9 @@ impl OwnTxn {
             });
         };
         let dialect = Dialect(backend);
-        let mut begin = dialect.begin_sql(read_only, isolation);
+        let mut begin = two_phase
+            .and_then(|gid| dialect.begin_two_phase_sql(gid, isolation))
+            .unwrap_or_else(|| dialect.begin_sql(read_only, isolation));
         if let Some(sql) = then {
             begin = format!("{begin}; {sql}");
         }
@@ -150,7 +153,7 @@ impl OwnTxn {
     /// A read-only transaction on `sessions` for one read; `isolate`: see
     /// [`isolate_session`](Self::isolate_session).
     pub(crate) async fn read_only(sessions: Sessions<'_>, isolate: bool) -> Result<Self, DbErr> {
-        let txn = OwnTxn::begin(sessions, true, None, None).await?;
+        let txn = OwnTxn::begin(sessions, true, None, None, None).await?;
         if isolate {
             txn.isolate_session();
         }
@@ -286,6 +289,30 @@ impl OwnTxn {
     /// Rolls back.
     pub(crate) async fn rollback(&self) -> Result<(), DbErr> {
         self.finish("ROLLBACK", None).await.map(|_| ())
+    }
+
+    /// Two-phase commit, phase one: prepares the transaction as `gid`. Once this answers, the
+    /// transaction survives this session (and the server's restart) until phase two.
+    pub(crate) async fn prepare(&self, gid: &str) -> Result<(), DbErr> {
+        if self.rolled_back.load(Ordering::Relaxed) {
+            return Err(internal(
+                "transaction rolled back by the server (deadlock): nothing to prepare; run the unit again",
+            ));
+        }
+        let sql = Dialect(self.backend).prepare_sql(gid);
+        self.with_conn(move |conn| Box::pin(run_raw(conn, sql)))
+            .await
+    }
+
+    /// Two-phase commit, phase two: commits (or rolls back) the prepared `gid` on this
+    /// session, with the session reset, and ends the unit's hold on the connection.
+    pub(crate) async fn finish_prepared(&self, gid: &str, commit: bool) -> Result<(), DbErr> {
+        // alone: PostgreSQL refuses `COMMIT PREPARED` inside the implicit transaction block a
+        // multi-statement message makes; then the session reset ends the unit's hold
+        let end = Dialect(self.backend).finish_prepared_sql(gid, commit);
+        self.with_conn(move |conn| Box::pin(run_raw(conn, end)))
+            .await?;
+        self.finish("SELECT 1 AS sor_done", None).await.map(|_| ())
     }
 
     /// Opens a savepoint; returns its name.
