@@ -298,6 +298,17 @@ impl ReplicaError {
     }
 }
 
+/// The error of a unit run as a closure (`read_only`, `read_write`, `run_unit`) whose closure
+/// fails with a [`DbErr`]: either way it is the database's error, typed.
+impl From<sea_orm::TransactionError<DbErr>> for ReplicaError {
+    fn from(err: sea_orm::TransactionError<DbErr>) -> Self {
+        match err {
+            sea_orm::TransactionError::Connection(e)
+            | sea_orm::TransactionError::Transaction(e) => ReplicaError::from_db_err(e),
+        }
+    }
+}
+
 impl From<DbErr> for ReplicaError {
     fn from(err: DbErr) -> Self {
         ReplicaError::from_db_err(err)

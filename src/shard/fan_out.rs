@@ -17,7 +17,7 @@ use futures_util::stream::{self, StreamExt};
 use sea_orm::sea_query::{Alias, Expr, Func};
 use sea_orm::{
     ColumnTrait, EntityTrait, IdenStatic, ModelTrait, Order, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, Select, TransactionError, Value,
+    QueryOrder, QuerySelect, Select, Value,
 };
 
 use super::handle::{shard_error, ShardedDatabase};
@@ -453,9 +453,5 @@ where
         + Send
         + Sync,
 {
-    db.read_only(|unit| read(unit)).await.map_err(|e| match e {
-        TransactionError::Connection(e) | TransactionError::Transaction(e) => {
-            ReplicaError::from_db_err(e)
-        }
-    })
+    Ok(db.read_only(|unit| read(unit)).await?)
 }

@@ -279,8 +279,12 @@ impl ShardedDatabase {
 
     /// The shard called `name`.
     pub fn shard_named(&self, name: &str) -> Result<&ReplicatedDatabase, ReplicaError> {
-        let index = super::strategy::index_of(&self.inner.names, name)?;
-        self.checked(index)
+        self.checked(self.index_named(name)?)
+    }
+
+    /// The index of the shard called `name`, or [`ReplicaError::UnknownShard`].
+    pub(crate) fn index_named(&self, name: &str) -> Result<usize, ReplicaError> {
+        super::strategy::index_of(&self.inner.names, name)
     }
 
     /// The shard at `index`, unless the request is locked to another.
@@ -309,7 +313,7 @@ impl ShardedDatabase {
 
     /// A scope for the shard called `name`; `lock` refuses every other shard inside it.
     pub fn scope(&self, name: &str, lock: bool) -> Result<super::ShardScope, ReplicaError> {
-        let index = super::strategy::index_of(&self.inner.names, name)?;
+        let index = self.index_named(name)?;
         Ok(super::ShardScope::new(ScopeLock {
             owner: self.id(),
             shard: index,

@@ -205,10 +205,5 @@ fn key_value(key: &ShardKey) -> Value {
 
 /// A unit's error on shard `db`, naming the shard.
 fn on_shard(db: &crate::ReplicatedDatabase, e: TransactionError<sea_orm::DbErr>) -> ReplicaError {
-    let err = match e {
-        TransactionError::Connection(e) | TransactionError::Transaction(e) => {
-            ReplicaError::from_db_err(e)
-        }
-    };
-    shard_error(db.shard_name().unwrap_or("?"), err)
+    shard_error(db.shard_name().unwrap_or("?"), e.into())
 }

@@ -245,14 +245,7 @@ impl<'a> ShardedWrite<'a> {
 
     /// The unit of the shard called `name` (same rule as [`on`](Self::on)).
     pub fn on_shard(&self, name: &str) -> Result<&UnitOfWork<ReadWrite>, ReplicaError> {
-        let index = super::strategy::index_of(
-            &self
-                .shards
-                .names()
-                .map(Arc::from)
-                .collect::<Vec<Arc<str>>>(),
-            name,
-        )?;
+        let index = self.shards.index_named(name)?;
         self.on_index(index)
     }
 
