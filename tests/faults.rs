@@ -14,12 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fault_cluster::FaultCluster;
-use entity::banner;
+use entity::{author, banner};
 use migration::Migrator;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QuerySelect, Statement,
 };
+use sea_orm_replica::shard::{Modulo, ShardedDatabase, ShardedRepository};
 use sea_orm_replica::{
     MigrateOptions, NodeConfig, ReplicaError, ReplicatedDatabase, ReplicatedDatabaseBuilder,
 };
@@ -157,23 +158,42 @@ fn read_load(
     stop: &Arc<AtomicBool>,
     t0: Instant,
 ) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let db = db.clone();
+    run_load(tasks, stop, t0, move || {
+        let db = db.clone();
+        async move {
+            db.read_only(|u| Box::pin(async move { banner::Entity::find().limit(5).all(u).await }))
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }
+    })
+}
+
+/// `tasks` tasks running `op` until `stop`, each run timed and its failure recorded.
+fn run_load<F, Fut>(
+    tasks: usize,
+    stop: &Arc<AtomicBool>,
+    t0: Instant,
+    op: F,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>)
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
     let load = Arc::new(Load::default());
     let handles = (0..tasks)
         .map(|_| {
-            let (db, load, stop) = (db.clone(), load.clone(), stop.clone());
+            let (op, load, stop) = (op.clone(), load.clone(), stop.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let at = t0.elapsed();
                     let started = Instant::now();
-                    let result = db
-                        .read_only(|u| {
-                            Box::pin(async move { banner::Entity::find().limit(5).all(u).await })
-                        })
-                        .await;
+                    let result = op().await;
                     load.samples.lock().unwrap().push((at, started.elapsed()));
                     if let Err(e) = result {
                         load.failures.fetch_add(1, Ordering::Relaxed);
-                        load.errors.lock().unwrap().push(e.to_string());
+                        load.errors.lock().unwrap().push(e);
                     }
                 }
             })
@@ -575,4 +595,257 @@ async fn no_primary_fails_fast_and_reads_go_on() {
     for _ in 0..10 {
         assert!(replicas.contains(&read_port(&db).await.unwrap()));
     }
+}
+
+/// Banners sharded by author: modulo of the author id, even authors on shard `a`, odd on `b`.
+struct ShardedBanners;
+
+impl ShardedRepository for ShardedBanners {
+    type Entity = banner::Entity;
+    fn shard_key() -> banner::Column {
+        banner::Column::AuthorId
+    }
+}
+
+fn authored(author: i32, name: String) -> banner::ActiveModel {
+    banner::ActiveModel {
+        name: Set(name),
+        author_id: Set(Some(author)),
+        ..Default::default()
+    }
+}
+
+/// A sharded fault test's setting: two clusters of their own as shards `a` and `b`.
+struct ShardScenario {
+    a: Arc<FaultCluster>,
+    b: Arc<FaultCluster>,
+    shards: ShardedDatabase,
+    run: Duration,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+    /// Declared last, so it is released after the clusters are torn down.
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// Takes the fault-test lock, starts two clusters (at once) as shards `a` and `b`, migrates
+/// both and seeds `per_shard` banners on each (authors 0 and 1); `None` when fault tests are off.
+async fn shard_scenario(per_shard: usize) -> Option<ShardScenario> {
+    if !enabled() {
+        return None;
+    }
+    let serial = SERIAL.lock().await;
+    let start = || tokio::task::spawn_blocking(|| FaultCluster::start_pg("0"));
+    let (a, b) = tokio::join!(start(), start());
+    let [a, b] = [a, b].map(|c| {
+        Arc::new(
+            c.expect("start")
+                .unwrap_or_else(|e| panic!("fault cluster did not start: {e}")),
+        )
+    });
+    let shards = ShardedDatabase::builder()
+        .shard("a", builder(&a))
+        .shard("b", builder(&b))
+        .sharding(Modulo)
+        .connect()
+        .await
+        .expect("connect");
+    let caught_up = MigrateOptions::new().wait_for_replicas(Duration::from_secs(30));
+    shards
+        .migrate::<Migrator>(caught_up)
+        .await
+        .into_result()
+        .expect("migrate");
+    for id in 0..2 {
+        let db = shards.shard(id).await.expect("the author's shard");
+        db.read_write(|u| {
+            Box::pin(async move {
+                author::ActiveModel {
+                    id: Set(id),
+                    name: Set(format!("author {id}")),
+                }
+                .insert(u)
+                .await
+            })
+        })
+        .await
+        .expect("author");
+    }
+    for i in 0..2 * per_shard {
+        ShardedBanners::insert(&shards, authored((i % 2) as i32, format!("seed {i}")))
+            .await
+            .expect("seed");
+    }
+    shards
+        .migrate::<Migrator>(caught_up)
+        .await
+        .into_result()
+        .expect("replicas caught up");
+    Some(ShardScenario {
+        a,
+        b,
+        shards,
+        run: load_time(),
+        t0: Instant::now(),
+        stop: Arc::new(AtomicBool::new(false)),
+        _serial: serial,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shard_replica_killed_under_fan_out_load() {
+    let Some(ShardScenario {
+        _serial,
+        a,
+        b: _b,
+        shards,
+        run,
+        t0,
+        stop,
+    }) = shard_scenario(10).await
+    else {
+        return;
+    };
+    // readers: a sorted, limited fan-out and a count over both shards, each complete
+    let fan = shards.clone();
+    let (load, tasks) = run_load(6, &stop, t0, move || {
+        let shards = fan.clone();
+        async move {
+            let first = shards
+                .fan_out(banner::Entity::find())
+                .order_by_asc(banner::Column::Name)
+                .limit(8)
+                .all()
+                .await
+                .map_err(|e| e.to_string())?;
+            let count = shards
+                .fan_out(banner::Entity::find())
+                .count()
+                .await
+                .map_err(|e| e.to_string())?;
+            match (first.len(), count) {
+                (8, 20) => Ok(()),
+                (n, count) => Err(format!("{n} rows of 8, count {count} of 20")),
+            }
+        }
+    });
+
+    tokio::time::sleep(run / 3).await;
+    let killed_at = t0.elapsed();
+    fault(&a, |c| c.kill("replica1")).await;
+    tokio::time::sleep(run - run / 3).await;
+    finish(&stop, tasks).await;
+
+    let (n, p99, max) = load.p99(|_| true);
+    let (n_fault, p99_fault, max_fault) =
+        load.p99(|at| at >= killed_at && at < killed_at + Duration::from_secs(2));
+    eprintln!(
+        "kill -9 shard a's replica1 under 6 fan-out readers for {run:?}: {n} fan-outs (sorted page + count), {} failed; \
+         p99 {p99:?} (max {max:?}); in the 2 s after the kill p99 {p99_fault:?}, max {max_fault:?} ({n_fault})",
+        load.failures.load(Ordering::Relaxed)
+    );
+    assert_no_failures(&load);
+    let status = shards.status();
+    eprintln!("{status}");
+    let shard_a = status.shard("a").expect("shard a in the status");
+    assert!(
+        !shard_a.node("replica1").unwrap().up,
+        "a's replica1 is down"
+    );
+    let on_a = shards.shard_named("a").unwrap();
+    let r2 = i32::from(a.port("replica2"));
+    for _ in 0..10 {
+        assert_eq!(
+            read_port(on_a).await.unwrap(),
+            r2,
+            "the server says a's replica2 serves a's reads"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_primary_down_fails_fast_naming_it_and_other_shards_write() {
+    let Some(ShardScenario {
+        _serial,
+        a,
+        b,
+        shards,
+        ..
+    }) = shard_scenario(3).await
+    else {
+        return;
+    };
+    fault(&b, |c| c.kill("primary")).await;
+    let on_b = shards.shard_named("b").unwrap();
+    eventually(
+        "shard b's primary is seen down",
+        Duration::from_secs(10),
+        || async {
+            ShardedBanners::insert(&shards, authored(1, "probe".into()))
+                .await
+                .is_err()
+                && on_b.node("primary").unwrap().is_down()
+        },
+    )
+    .await;
+
+    let started = Instant::now();
+    let err = ShardedBanners::insert(&shards, authored(1, "refused".into()))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    eprintln!("a write to shard b with its primary down: {err} (after {took:?})");
+    match &err {
+        ReplicaError::Shard { shard, source } => {
+            assert_eq!(shard, "b", "{err:?}");
+            assert!(
+                matches!(**source, ReplicaError::NoPrimary { .. }),
+                "{err:?}"
+            );
+        }
+        other => panic!("not a shard error: {other:?}"),
+    }
+    assert!(err.to_string().contains("shard `b`"), "{err}");
+    // well under the acquire timeout: the monitor already knows, nothing is dialled
+    assert!(took < ACQUIRE_TIMEOUT / 4, "fails fast, took {took:?}");
+
+    // shard a keeps writing: on a's primary, as the server says
+    for i in 0..10 {
+        ShardedBanners::insert(&shards, authored(0, format!("after b died {i}")))
+            .await
+            .expect("shard a takes writes");
+    }
+    let on_a = shards.shard_named("a").unwrap();
+    let written = banner::Entity::find()
+        .filter(banner::Column::Name.starts_with("after b died"))
+        .count(on_a.node("primary").unwrap().connection())
+        .await
+        .unwrap();
+    assert_eq!(written, 10, "every write is on a's primary");
+    let port = on_a
+        .read_write(|u| {
+            Box::pin(async move {
+                u.query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    "SELECT inet_server_port() AS port",
+                ))
+                .await?
+                .ok_or_else(|| DbErr::RecordNotFound("port".into()))?
+                .try_get::<i32>("", "port")
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(port, i32::from(a.port("primary")));
+
+    // shard b still serves reads from its replicas, and the fan-out still sees every row
+    let replicas = [i32::from(b.port("replica1")), i32::from(b.port("replica2"))];
+    for _ in 0..10 {
+        assert!(replicas.contains(&read_port(on_b).await.unwrap()));
+    }
+    let count = shards
+        .fan_out(banner::Entity::find().filter(banner::Column::Name.starts_with("seed ")))
+        .count()
+        .await
+        .unwrap();
+    assert_eq!(count, 6, "a's 3 seeds and b's 3, b's from its replica");
 }
