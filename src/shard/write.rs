@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use sea_orm::sea_query::{Alias, ColumnDef, Expr, ExprTrait, OnConflict, Query, Table};
-use sea_orm::{ConnectionTrait, DbErr, Statement};
+use sea_orm::{ConnectionTrait, DbErr, Statement, StatementBuilder};
 
 use super::handle::{shard_error, ShardedDatabase};
 use super::key::ShardKey;
@@ -87,6 +87,10 @@ impl ShardedDatabase {
     /// MariaDB (`XA`); SQLite shards refuse it. Costs, at commit, one more round trip per shard
     /// and a decision row on the coordinator (the first shard); a crash between the phases
     /// leaves prepared transactions (holding their locks) until [`recover`](Self::recover).
+    ///
+    /// The decision row is written while the coordinator shard's own participant still holds
+    /// its connection: give that shard's primary a pool of two connections or more (with one,
+    /// recording the decision waits out the acquire timeout and the write rolls back).
     pub fn begin_two_phase(&self) -> Result<ShardedWrite<'_>, ReplicaError> {
         if !Dialect(self.backend()).supports_two_phase() {
             return Err(ReplicaError::Config(format!(
@@ -514,6 +518,12 @@ impl<'a> Coordinator<'a> {
         self.db.primary().connection().clone()
     }
 
+    /// Runs one statement on the coordinator's primary, in autocommit.
+    async fn execute(&self, stmt: &impl StatementBuilder) -> Result<(), DbErr> {
+        let backend = self.db.backend();
+        self.conn().execute_raw(backend.build(stmt)).await.map(|_| ())
+    }
+
     /// Inserts the decision for `gid` unless one exists (the first decision wins).
     async fn record(&self, gid: &str, commit: bool) -> Result<(), DbErr> {
         let now = SystemTime::now()
@@ -539,11 +549,7 @@ impl<'a> Coordinator<'a> {
                     .to_owned(),
             )
             .to_owned();
-        let backend = self.db.backend();
-        self.conn()
-            .execute_raw(backend.build(&insert))
-            .await
-            .map(|_| ())
+        self.execute(&insert).await
     }
 
     /// The decision for `gid`, if any.
@@ -565,11 +571,7 @@ impl<'a> Coordinator<'a> {
             .from_table(Alias::new(DECISION_TABLE))
             .and_where(Expr::col(Alias::new("gid")).eq(gid))
             .to_owned();
-        let backend = self.db.backend();
-        self.conn()
-            .execute_raw(backend.build(&delete))
-            .await
-            .map(|_| ())
+        self.execute(&delete).await
     }
 
     /// Deletes `abort` decisions older than the retention.
@@ -584,10 +586,6 @@ impl<'a> Coordinator<'a> {
             .and_where(Expr::col(Alias::new("decision")).eq("abort"))
             .and_where(Expr::col(Alias::new("decided_at_ms")).lt(cutoff))
             .to_owned();
-        let backend = self.db.backend();
-        self.conn()
-            .execute_raw(backend.build(&delete))
-            .await
-            .map(|_| ())
+        self.execute(&delete).await
     }
 }
