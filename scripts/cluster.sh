@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# scripts/cluster.sh — throw-away replicated database clusters for the
-# sea-orm-replica integration tests.
+# scripts/cluster.sh — throw-away replicated database clusters (and a Redis
+# broker) for the sea-orm-replica integration tests.
 #
 # Everything runs on 127.0.0.1 only, with its own ports and temporary data
 # directories under $CLUSTER_DIR. System-wide servers (PostgreSQL on 5432,
-# MariaDB on 3306) are never touched.
+# MariaDB on 3306, Redis on 6379) are never touched.
 #
-#   scripts/cluster.sh start  [pg|mariadb|all]   (re)create and start clusters
-#   scripts/cluster.sh stop   [pg|mariadb|all]   stop them and delete data dirs
+#   scripts/cluster.sh start  [pg|mariadb|redis|db|all]  (re)create and start them
+#   scripts/cluster.sh stop   [pg|mariadb|redis|db|all]  stop them, delete data dirs
 #   scripts/cluster.sh status                    show nodes, ports and roles
 #   scripts/cluster.sh env                       print the env file
+#   (db = pg and mariadb; all = pg, mariadb and redis; default all)
 #
-# Fault injection (NODE: primary | replica1 | replica2 | my-primary | my-replica)
+# Fault injection (NODE: primary | replica1 | replica2 | my-primary | my-replica
+#                  | redis)
 #   scripts/cluster.sh kill      NODE   kill -9 the server and all its processes
 #   scripts/cluster.sh pause     NODE   SIGSTOP them all (connections hang)
 #   scripts/cluster.sh resume    NODE   SIGCONT them all
@@ -19,6 +21,7 @@
 #   scripts/cluster.sh stop-node NODE   clean shutdown of one node
 #   scripts/cluster.sh promote   NODE   promote a PostgreSQL replica
 #   scripts/cluster.sh pids      NODE   print the node's pids (server first)
+#   (restart of redis reloads its data from its append-only file)
 #
 # Topology
 #   PostgreSQL : primary      $SOR_PG_PORT_BASE     (default 55432)
@@ -30,11 +33,16 @@
 #                replica      $SOR_MYSQL_PORT_BASE+1 GTID replica, read_only=1
 #                (root@127.0.0.1 on the replica lacks SUPER/READ_ONLY ADMIN, so
 #                 writes there fail with ERROR 1290 as on a real read replica)
+#   Redis      : redis        $SOR_REDIS_PORT        (default 56379), one
+#                standalone server, no password, AOF only (appendonly yes,
+#                appendfsync always, save ""): every acknowledged write
+#                survives kill -9; data in $CLUSTER_DIR/redis
 #
 # Environment
 #   CLUSTER_DIR            data/log root        (default /tmp/sea-orm-replica-cluster)
 #   SOR_PG_PORT_BASE       first PostgreSQL port (default 55432)
 #   SOR_MYSQL_PORT_BASE    first MariaDB port    (default 53306)
+#   SOR_REDIS_PORT         Redis port            (default 56379)
 #   PG_LAG_DELAY           recovery_min_apply_delay of replica2 (default 500ms)
 #   PG_BINDIR              PostgreSQL bin dir override (default: newest
 #                          /usr/lib/postgresql/*/bin)
@@ -47,14 +55,15 @@
 #                          Its URLs: SOR_PG_SHARD_B_PRIMARY_URL, *_REPLICA_URL,
 #                          SOR_MYSQL_SHARD_B_PRIMARY_URL, *_REPLICA_URL. Fault
 #                          subcommands reach it with CLUSTER_DIR=<dir>/shard-b
-#                          and the shifted port bases.
+#                          and the shifted port bases. Shard b has no Redis.
 #
 # Fault injection details (every wait is bounded by SOR_WAIT_TIMEOUT)
-#   A node's processes are the live (non-zombie) postgres / mariadbd processes
-#   whose working directory is the node's data directory, plus every
-#   descendant of the pid in its pid file (postmaster.pid / mariadbd.pid) when
-#   that pid is such a process. A stale pid file (after kill -9, pid reused by
-#   something else) is never trusted, so no unrelated process is signalled.
+#   A node's processes are the live (non-zombie) postgres / mariadbd /
+#   redis-server processes whose working directory is the node's data
+#   directory, plus every descendant of the pid in its pid file (postmaster.pid
+#   / mariadbd.pid / redis.pid) when that pid is such a process. A stale pid
+#   file (after kill -9, pid reused by something else) is never trusted, so no
+#   unrelated process is signalled.
 #   kill      SIGSTOP the server (no more forks), then SIGKILL it and all its
 #             processes; returns once none is left and the port refuses
 #             connections. No-op if the node is already down.
@@ -72,15 +81,16 @@
 #             restarting the primary, the script waits (warning only) until
 #             every running standby streams again. A MariaDB replica restarts
 #             its replication threads itself; the script waits for them when
-#             the MariaDB primary is up.
+#             the MariaDB primary is up. Redis reloads its append-only file
+#             and the script waits until it answers PING with PONG.
 #   stop-node Resume the node, then pg_ctl stop -m fast (PostgreSQL) /
-#             SIGTERM (MariaDB), waiting until its processes are gone and its
-#             port is closed; fails on timeout. No-op if already down.
+#             SIGTERM (MariaDB, Redis), waiting until its processes are gone
+#             and its port is closed; fails on timeout. No-op if already down.
 #   promote   pg_ctl promote (PostgreSQL only), then wait until
 #             pg_is_in_recovery() is false. No-op if already out of recovery;
 #             fails if the node is down or paused.
-#   pids      One pid per line, the postmaster / mariadbd first; no output
-#             (exit status 0) when the node is down.
+#   pids      One pid per line, the postmaster / mariadbd / redis-server
+#             first; no output (exit status 0) when the node is down.
 #   Every fault subcommand fails if the node's data directory does not exist
 #   (cluster not started). Messages go to stderr; only `pids` prints to stdout.
 #   `stop` works in any of these states: it resumes paused processes, stops
@@ -90,12 +100,14 @@
 #
 # After `start`, `source $CLUSTER_DIR/env` exports SOR_PG_PRIMARY_URL,
 # SOR_PG_REPLICA_URL, SOR_PG_LAGGING_URL, SOR_MYSQL_PRIMARY_URL,
-# SOR_MYSQL_REPLICA_URL and SOR_CLUSTER_DIR.
+# SOR_MYSQL_REPLICA_URL, SOR_REDIS_URL (redis://127.0.0.1:PORT/) and
+# SOR_CLUSTER_DIR (each URL only for what is started).
 #
 # Root handling: PostgreSQL refuses to run as root, so when invoked as root
 # the PostgreSQL directories are owned by `postgres` and all server-side
 # PostgreSQL tools run via `runuser -u postgres --`. MariaDB runs as the
-# invoking user (with --user=root when that is root).
+# invoking user (with --user=root when that is root). Redis runs as the
+# invoking user.
 
 set -euo pipefail
 
@@ -106,6 +118,7 @@ set -euo pipefail
 CLUSTER_DIR="${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}"
 PG_PORT_BASE="${SOR_PG_PORT_BASE:-55432}"
 MY_PORT_BASE="${SOR_MYSQL_PORT_BASE:-53306}"
+REDIS_PORT="${SOR_REDIS_PORT:-56379}"
 PG_LAG_DELAY="${PG_LAG_DELAY:-500ms}"
 WAIT_TIMEOUT="${SOR_WAIT_TIMEOUT:-60}"
 
@@ -150,7 +163,7 @@ port_in_use() {
 require_free_port() {
     if port_in_use "$1"; then
         die "port $1 (for $2) on 127.0.0.1 is already in use by another process." \
-            "Stop it or choose another port base (SOR_PG_PORT_BASE / SOR_MYSQL_PORT_BASE)."
+            "Stop it or choose another port (SOR_PG_PORT_BASE / SOR_MYSQL_PORT_BASE / SOR_REDIS_PORT)."
     fi
 }
 
@@ -165,7 +178,7 @@ as_root() {
         sudo "$@"
     else
         die "need root privileges to run '$*' but not root and sudo is not installed." \
-            "Install the packages manually: postgresql mariadb-server"
+            "Install the packages manually: postgresql mariadb-server redis-server"
     fi
 }
 
@@ -180,6 +193,7 @@ check_cluster_dir() {
     [[ "$CLUSTER_DIR" != "${HOME:-/nonexistent}" ]] || die "refusing to use CLUSTER_DIR=\$HOME"
     PG_DIR="$CLUSTER_DIR/pg"
     MY_DIR="$CLUSTER_DIR/mariadb"
+    REDIS_DIR="$CLUSTER_DIR/redis"
     LOG_DIR="$CLUSTER_DIR/logs"
     ENV_FILE="$CLUSTER_DIR/env"
     SHARD_B_DIR="$CLUSTER_DIR/shard-b"
@@ -235,14 +249,23 @@ find_mariadb_bins() {
     MY_ADMIN="$(first_cmd mariadb-admin mysqladmin)" || return 1
 }
 
-# ensure_packages <pg|mariadb|all> — apt-get install whatever server is missing.
+# Sets REDIS_SERVER, REDIS_CLI.
+find_redis_bins() {
+    REDIS_SERVER="$(first_cmd redis-server)" || return 1
+    REDIS_CLI="$(first_cmd redis-cli)" || return 1
+}
+
+# ensure_packages <pg|mariadb|redis|db|all> — apt-get install whatever server is missing.
 ensure_packages() {
     local want="$1" pkgs=()
-    if [[ "$want" == pg || "$want" == all ]] && ! find_pg_bindir; then
+    if wants pg "$want" && ! find_pg_bindir; then
         pkgs+=(postgresql)
     fi
-    if [[ "$want" == mariadb || "$want" == all ]] && ! find_mariadb_bins; then
+    if wants mariadb "$want" && ! find_mariadb_bins; then
         pkgs+=(mariadb-server)
+    fi
+    if wants redis "$want" && ! find_redis_bins; then
+        pkgs+=(redis-server)    # redis-cli comes with it (redis-tools)
     fi
     (( ${#pkgs[@]} )) || return 0
 
@@ -257,6 +280,9 @@ ensure_packages() {
     fi
     if [[ " ${pkgs[*]} " == *" mariadb-server "* ]]; then
         find_mariadb_bins || die "mariadb-server installed but mariadbd/mariadb-install-db not found"
+    fi
+    if [[ " ${pkgs[*]} " == *" redis-server "* ]]; then
+        find_redis_bins || die "redis-server installed but redis-server/redis-cli not found"
     fi
 }
 
@@ -680,42 +706,182 @@ my_status() {
 }
 
 # ---------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------
+
+redis_port() {   # the port recorded at start, if any
+    if [[ -f "$REDIS_DIR/port" ]]; then cat "$REDIS_DIR/port"; else echo "$REDIS_PORT"; fi
+}
+
+# redis_cli <port> <command...> — bounded, so a paused server cannot hang us.
+redis_cli() {
+    local port="$1"; shift
+    timeout 5 "$REDIS_CLI" -h 127.0.0.1 -p "$port" "$@"
+}
+
+# redis_pong <port> — the server answers PING (not yet while it loads the AOF).
+redis_pong() { [[ "$(redis_cli "$1" ping 2>/dev/null)" == PONG ]]; }
+
+# redis_pong_or_gone <port> — for wait_until at startup: ready, or no Redis
+# process is left (it failed, e.g. the port was taken; no need to wait on).
+redis_pong_or_gone() { redis_pong "$1" || node_down redis redis; }
+
+# redis_conf_str <string> — the string double-quoted for redis.conf.
+redis_conf_str() {
+    local v="${1//\\/\\\\}"
+    v="${v//\"/\\\"}"
+    printf '"%s"' "$v"
+}
+
+# redis_write_conf <port>
+redis_write_conf() {
+    cat >"$REDIS_DIR/redis.conf" <<EOF
+# sea-orm-replica test broker: loopback only, no password, AOF only.
+bind 127.0.0.1
+port $1
+protected-mode yes
+daemonize yes
+supervised no
+pidfile $(redis_conf_str "$REDIS_DIR/redis.pid")
+logfile $(redis_conf_str "$LOG_DIR/redis.log")
+dir $(redis_conf_str "$REDIS_DIR")
+save ""
+appendonly yes
+appendfsync always
+always-show-logo no
+EOF
+}
+
+# redis_launch <truncate|append> — start redis-server on its config (it
+# daemonizes itself) and wait until it answers PONG, i.e. has loaded the AOF.
+redis_launch() {
+    local port logf="$LOG_DIR/redis.log"; port="$(redis_port)"
+    if [[ "$1" == append ]]; then
+        printf '\n--- restarted by cluster.sh at %s ---\n' "$(date '+%F %T')" >>"$logf"
+    else
+        : >"$logf"
+    fi
+    # Config errors go to stderr (into the log) before it daemonizes.
+    "$REDIS_SERVER" "$REDIS_DIR/redis.conf" </dev/null >>"$logf" 2>&1 \
+        || { tail -n 20 "$logf" >&2; die "Redis failed to start (log: $logf)"; }
+    if ! wait_until "Redis on port $port to answer PONG" redis_pong_or_gone "$port" \
+            || ! redis_pong "$port"; then
+        tail -n 20 "$logf" >&2
+        die "Redis not ready on 127.0.0.1:$port (log: $logf)"
+    fi
+}
+
+redis_start() {
+    find_redis_bins || die "Redis binaries (redis-server, redis-cli) not found"
+    [[ "$REDIS_PORT" =~ ^[0-9]+$ ]] && (( REDIS_PORT > 0 && REDIS_PORT < 65536 )) \
+        || die "SOR_REDIS_PORT='$REDIS_PORT' is not a TCP port"
+    require_free_port "$REDIS_PORT" "redis"
+    mkdir -p "$REDIS_DIR"
+    chmod 755 "$REDIS_DIR"
+    echo "$REDIS_PORT" >"$REDIS_DIR/port"
+    redis_write_conf "$REDIS_PORT"
+    log "Redis: starting ($("$REDIS_SERVER" --version | sed 's/ sha=.*//'))"
+    redis_launch truncate
+    log "Redis up on 127.0.0.1:$REDIS_PORT (AOF in $REDIS_DIR)"
+}
+
+# redis_stop — for `stop`: works in any state (running, paused, killed).
+# Resume, SIGTERM (clean shutdown, AOF fsynced), wait (bounded), then SIGKILL
+# whatever is left; then delete the data directory.
+redis_stop() {
+    [[ -d "$REDIS_DIR" ]] || return 0
+    local pid
+    node_signal redis redis CONT    # a stopped redis-server would never act on SIGTERM
+    pid="$(node_main_pid redis redis)"
+    if [[ -n "$pid" ]]; then
+        log "stopping Redis (pid $pid)"
+        kill -TERM "$pid" 2>/dev/null || true
+        wait_until "Redis (pid $pid) to exit" node_down redis redis || true
+    fi
+    if [[ -n "$(node_pids redis redis)" ]]; then
+        log "killing the remaining Redis processes: $(node_pids redis redis | xargs)"
+        wait_until "Redis processes to die" node_kill_remaining redis redis \
+            || die "could not stop Redis (pids $(node_pids redis redis | xargs))"
+    fi
+    rm -rf "$REDIS_DIR"
+}
+
+# redis_info <port> — "redis_version=… aof_enabled=… loading=… dbsize=…"
+redis_info() {
+    local info dbsize
+    info="$(redis_cli "$1" info 2>/dev/null | tr -d '\r')" || return 1
+    dbsize="$(redis_cli "$1" dbsize 2>/dev/null | tr -dc '0-9')" || return 1
+    awk -F: '/^(redis_version|aof_enabled|loading):/ { printf "%s=%s ", $1, $2 }' <<<"$info"
+    echo "dbsize=$dbsize"
+}
+
+redis_status() {
+    [[ -d "$REDIS_DIR" ]] || { echo "redis: not started (no $REDIS_DIR)"; return 0; }
+    find_redis_bins || { echo "redis: binaries not found"; return 0; }
+    local port out; port="$(redis_port)"
+    if [[ "$(node_state redis redis)" == paused ]]; then
+        printf 'redis    %-8s 127.0.0.1:%-5s paused (SIGSTOP; scripts/cluster.sh resume redis)\n' \
+            redis "$port"
+    elif redis_pong "$port" && out="$(redis_info "$port")"; then
+        printf 'redis    %-8s 127.0.0.1:%-5s up    %s\n' redis "$port" "$out"
+    else
+        printf 'redis    %-8s 127.0.0.1:%-5s down\n' redis "$port"
+    fi
+}
+
+# ---------------------------------------------------------------------------
 # Fault injection: processes of one node
 # ---------------------------------------------------------------------------
 
-# parse_node <NODE> — sets NODE_KIND (pg|my), NODE (primary|replica1|replica2
-# for pg, primary|replica for my) and NODE_LABEL (for messages).
+# parse_node <NODE> — sets NODE_KIND (pg|my|redis), NODE (primary|replica1|
+# replica2 for pg, primary|replica for my, redis for redis) and NODE_LABEL
+# (for messages).
 parse_node() {
+    local nodes="primary, replica1, replica2, my-primary, my-replica or redis"
     case "${1:-}" in
         primary|replica1|replica2) NODE_KIND=pg; NODE="$1"; NODE_LABEL="PostgreSQL $1" ;;
         my-primary|my-replica)     NODE_KIND=my; NODE="${1#my-}"; NODE_LABEL="MariaDB ${1#my-}" ;;
-        "") die "missing NODE (primary, replica1, replica2, my-primary or my-replica)" ;;
-        *)  die "unknown node '$1' (expected primary, replica1, replica2, my-primary or my-replica)" ;;
+        redis)                     NODE_KIND=redis; NODE=redis; NODE_LABEL="Redis" ;;
+        "") die "missing NODE ($nodes)" ;;
+        *)  die "unknown node '$1' (expected $nodes)" ;;
     esac
 }
 
 # require_node — the node's data directory must exist.
 require_node() {
-    if [[ "$NODE_KIND" == pg ]]; then
-        [[ -f "$PG_DIR/$NODE/PG_VERSION" ]] \
-            || die "no PostgreSQL $NODE in $PG_DIR (run: $0 start pg)"
-    else
-        [[ -d "$MY_DIR/$NODE/data" ]] \
-            || die "no MariaDB $NODE in $MY_DIR (run: $0 start mariadb)"
-    fi
+    case "$NODE_KIND" in
+        pg)    [[ -f "$PG_DIR/$NODE/PG_VERSION" ]] \
+                   || die "no PostgreSQL $NODE in $PG_DIR (run: $0 start pg)" ;;
+        my)    [[ -d "$MY_DIR/$NODE/data" ]] \
+                   || die "no MariaDB $NODE in $MY_DIR (run: $0 start mariadb)" ;;
+        redis) [[ -f "$REDIS_DIR/redis.conf" ]] \
+                   || die "no Redis in $REDIS_DIR (run: $0 start redis)" ;;
+    esac
 }
 
-# node_datadir <pg|my> <node> — the server's working directory.
+# node_datadir <pg|my|redis> <node> — the server's working directory.
 node_datadir() {
-    if [[ "$1" == pg ]]; then echo "$PG_DIR/$2"; else echo "$MY_DIR/$2/data"; fi
+    case "$1" in
+        pg)    echo "$PG_DIR/$2" ;;
+        my)    echo "$MY_DIR/$2/data" ;;
+        redis) echo "$REDIS_DIR" ;;
+    esac
 }
 
 node_pidfile() {
-    if [[ "$1" == pg ]]; then echo "$PG_DIR/$2/postmaster.pid"; else echo "$MY_DIR/$2/mariadbd.pid"; fi
+    case "$1" in
+        pg)    echo "$PG_DIR/$2/postmaster.pid" ;;
+        my)    echo "$MY_DIR/$2/mariadbd.pid" ;;
+        redis) echo "$REDIS_DIR/redis.pid" ;;
+    esac
 }
 
 node_port() {
-    if [[ "$1" == pg ]]; then pg_port "$2"; else my_port "$2"; fi
+    case "$1" in
+        pg)    pg_port "$2" ;;
+        my)    my_port "$2" ;;
+        redis) redis_port ;;
+    esac
 }
 
 # proc_state <pid> — the one-letter state from /proc/<pid>/stat (empty if gone).
@@ -727,15 +893,18 @@ proc_state() {
     echo "${st%% *}"
 }
 
-# is_server_comm <pg|my> <comm>
+# is_server_comm <pg|my|redis> <comm> (comm is cut to 15 characters; a Redis
+# fork for an AOF rewrite or RDB save may rename itself redis-aof-rewrite /
+# redis-rdb-bgsave)
 is_server_comm() {
     case "$1:$2" in
         pg:postgres|my:mariadbd|my:mysqld) return 0 ;;
+        redis:redis-server|redis:redis-aof-*|redis:redis-rdb-*) return 0 ;;
         *) return 1 ;;
     esac
 }
 
-# is_node_proc <pg|my> <node> <pid> — a live (non-zombie) server process whose
+# is_node_proc <pg|my|redis> <node> <pid> — a live (non-zombie) server process whose
 # working directory is the node's data directory.
 is_node_proc() {
     local pid="$3" st comm
@@ -748,7 +917,7 @@ is_node_proc() {
     [[ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" == "$(node_datadir "$1" "$2")" ]]
 }
 
-# node_main_pid <pg|my> <node> — the pid in the node's pid file, only if that is
+# node_main_pid <pg|my|redis> <node> — the pid in the node's pid file, only if that is
 # really the node's server (a stale file after kill -9 may name a reused pid).
 node_main_pid() {
     local f pid=""; f="$(node_pidfile "$1" "$2")"
@@ -757,8 +926,8 @@ node_main_pid() {
     return 0
 }
 
-# node_pids <pg|my> <node> — every live process of the node, one per line, the
-# server (postmaster / mariadbd) first: the validated pid-file pid and all its
+# node_pids <pg|my|redis> <node> — every live process of the node, one per line, the
+# server (postmaster / mariadbd / redis-server) first: the validated pid-file pid and all its
 # descendants, plus any server process working in the node's data directory
 # (orphaned backends of a killed postmaster, a server without pid file yet).
 node_pids() {
@@ -802,7 +971,7 @@ node_pids() {
     for p in "${!member[@]}"; do [[ "$p" == "$main" ]] || echo "$p"; done | sort -n
 }
 
-# node_state <pg|my> <node> — down | paused | running
+# node_state <pg|my|redis> <node> — down | paused | running
 node_state() {
     local main st
     main="$(node_server_pid "$1" "$2")"
@@ -813,19 +982,19 @@ node_state() {
 
 node_down() { [[ -z "$(node_pids "$1" "$2")" ]]; }
 
-# node_server_pid <pg|my> <node> — the first line of node_pids (empty if down).
+# node_server_pid <pg|my|redis> <node> — the first line of node_pids (empty if down).
 node_server_pid() {
     local pids; pids="$(node_pids "$1" "$2")"
     echo "${pids%%$'\n'*}"
 }
 
-# node_signal <pg|my> <node> <SIG> — signal every process of the node.
+# node_signal <pg|my|redis> <node> <SIG> — signal every process of the node.
 node_signal() {
     local p
     for p in $(node_pids "$1" "$2"); do kill -"$3" "$p" 2>/dev/null || true; done
 }
 
-# node_kill_remaining <pg|my> <node> — SIGKILL what is left; true once nothing is.
+# node_kill_remaining <pg|my|redis> <node> — SIGKILL what is left; true once nothing is.
 # (For wait_until: it also catches anything forked meanwhile.)
 node_kill_remaining() {
     local pids; pids="$(node_pids "$1" "$2")"
@@ -835,7 +1004,7 @@ node_kill_remaining() {
     return 1
 }
 
-# node_all_stopped <pg|my> <node> — every process of the node is in state T.
+# node_all_stopped <pg|my|redis> <node> — every process of the node is in state T.
 node_all_stopped() {
     local p st
     for p in $(node_pids "$1" "$2"); do
@@ -858,11 +1027,11 @@ wait_port_closed() {
 # (PostgreSQL then also recycles the shared memory segment named there).
 clear_stale_locks() {
     local f pid files=()
-    if [[ "$NODE_KIND" == pg ]]; then
-        files=("$PG_DIR/$NODE/postmaster.pid" "$PG_DIR/.s.PGSQL.$(pg_port "$NODE").lock")
-    else
-        files=("$MY_DIR/$NODE/mariadbd.pid" "$(my_sock "$NODE").lock")
-    fi
+    case "$NODE_KIND" in
+        pg)    files=("$PG_DIR/$NODE/postmaster.pid" "$PG_DIR/.s.PGSQL.$(pg_port "$NODE").lock") ;;
+        my)    files=("$MY_DIR/$NODE/mariadbd.pid" "$(my_sock "$NODE").lock") ;;
+        redis) return 0 ;;    # redis.pid is no lock: redis-server overwrites it
+    esac
     for f in "${files[@]}"; do
         [[ -f "$f" ]] || continue
         pid=""; { read -r pid <"$f"; } 2>/dev/null || true
@@ -934,7 +1103,7 @@ node_clean_stop() {
         as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DIR/$NODE" -m fast -w -t "$WAIT_TIMEOUT" >/dev/null \
             || die "pg_ctl stop -m fast of PostgreSQL $NODE failed (log: $LOG_DIR/pg-$NODE.log)"
     else
-        kill -TERM "$(node_server_pid my "$NODE")" 2>/dev/null || true
+        kill -TERM "$(node_server_pid "$NODE_KIND" "$NODE")" 2>/dev/null || true
     fi
     wait_until "$NODE_LABEL to shut down" node_down "$NODE_KIND" "$NODE" \
         || die "$NODE_LABEL did not shut down (pids $(node_pids "$NODE_KIND" "$NODE" | xargs))"
@@ -1039,9 +1208,26 @@ my_restart_node() {
     fi
 }
 
+redis_restart_node() {
+    local port; port="$(redis_port)"
+    find_redis_bins || die "Redis binaries (redis-server, redis-cli) not found"
+    if ! node_down redis redis; then
+        log "Redis is running; stopping it first"
+        node_clean_stop
+    fi
+    require_free_port "$port" "redis"
+    log "starting Redis (it reloads its AOF from $REDIS_DIR)"
+    redis_launch append
+    log "Redis up on 127.0.0.1:$port"
+}
+
 cmd_restart() {
     parse_node "${1:-}"; require_node
-    if [[ "$NODE_KIND" == pg ]]; then pg_restart_node; else my_restart_node; fi
+    case "$NODE_KIND" in
+        pg)    pg_restart_node ;;
+        my)    my_restart_node ;;
+        redis) redis_restart_node ;;
+    esac
 }
 
 cmd_promote() {
@@ -1081,6 +1267,9 @@ write_env() {
             echo "export SOR_MYSQL_PRIMARY_URL=mysql://root@127.0.0.1:$(my_port primary)/app"
             echo "export SOR_MYSQL_REPLICA_URL=mysql://root@127.0.0.1:$(my_port replica)/app"
         fi
+        if [[ -f "$REDIS_DIR/port" ]]; then
+            echo "export SOR_REDIS_URL=redis://127.0.0.1:$(redis_port)/"
+        fi
         # shard b's URLs under their own names (see SOR_SHARD_B)
         if [[ -f "$SHARD_B_DIR/env" ]]; then
             sed -n 's/^export SOR_\(PG\|MYSQL\)_\(PRIMARY\|REPLICA\)_URL=/export SOR_\1_SHARD_B_\2_URL=/p' "$SHARD_B_DIR/env"
@@ -1098,8 +1287,29 @@ parse_target() {
     case "${1:-all}" in
         pg|postgres|postgresql) echo pg ;;
         mariadb|mysql)          echo mariadb ;;
+        redis)                  echo redis ;;
+        db)                     echo db ;;
         all)                    echo all ;;
-        *) die "unknown target '$1' (expected pg, mariadb or all)" ;;
+        *) die "unknown target '$1' (expected pg, mariadb, redis, db or all)" ;;
+    esac
+}
+
+# wants <pg|mariadb|redis> <target> — the target includes that component.
+wants() {
+    case "$2" in
+        "$1"|all) return 0 ;;
+        db) [[ "$1" == pg || "$1" == mariadb ]] ;;
+        *)  return 1 ;;
+    esac
+}
+
+# shard_b_target <target> — what shard b gets: its databases only (prints
+# nothing for redis).
+shard_b_target() {
+    case "$1" in
+        all)   echo db ;;
+        redis) ;;
+        *)     echo "$1" ;;
     esac
 }
 
@@ -1112,12 +1322,13 @@ shard_b() {
 cmd_stop() {
     local target; target="$(parse_target "${1:-all}")"
     [[ -d "$CLUSTER_DIR" ]] || { log "nothing to stop ($CLUSTER_DIR does not exist)"; return 0; }
-    if [[ -d "$SHARD_B_DIR" ]]; then
-        shard_b stop "$target" || true
-        [[ "$target" == all ]] && rm -rf "$SHARD_B_DIR"
+    if [[ -d "$SHARD_B_DIR" && -n "$(shard_b_target "$target")" ]]; then
+        shard_b stop "$(shard_b_target "$target")" || true
+        [[ "$target" == all || "$target" == db ]] && rm -rf "$SHARD_B_DIR"
     fi
-    [[ "$target" == pg      || "$target" == all ]] && pg_stop
-    [[ "$target" == mariadb || "$target" == all ]] && my_stop
+    wants pg      "$target" && pg_stop
+    wants mariadb "$target" && my_stop
+    wants redis   "$target" && redis_stop
     write_env
     log "stopped $target"
 }
@@ -1128,18 +1339,22 @@ cmd_start() {
     ensure_packages "$target"
     prepare_cluster_dir
     # Recreate from scratch: stop whatever we started before, wipe, start again.
-    [[ "$target" == pg      || "$target" == all ]] && pg_stop
-    [[ "$target" == mariadb || "$target" == all ]] && my_stop
+    wants pg      "$target" && pg_stop
+    wants mariadb "$target" && my_stop
+    wants redis   "$target" && redis_stop
     write_env
 
-    if [[ "$target" == pg || "$target" == all ]]; then
+    if wants pg "$target"; then
         pg_start || { log "PostgreSQL start failed; logs in $LOG_DIR"; exit 1; }
     fi
-    if [[ "$target" == mariadb || "$target" == all ]]; then
+    if wants mariadb "$target"; then
         my_start || { log "MariaDB start failed; logs in $LOG_DIR"; exit 1; }
     fi
-    if [[ "${SOR_SHARD_B:-0}" == 1 ]]; then
-        shard_b start "$target" >/dev/null || { log "shard b start failed"; exit 1; }
+    if wants redis "$target"; then
+        redis_start || { log "Redis start failed; logs in $LOG_DIR"; exit 1; }
+    fi
+    if [[ "${SOR_SHARD_B:-0}" == 1 && -n "$(shard_b_target "$target")" ]]; then
+        shard_b start "$(shard_b_target "$target")" >/dev/null || { log "shard b start failed"; exit 1; }
     fi
     write_env
     log "started $target in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s"
@@ -1153,6 +1368,7 @@ cmd_status() {
     echo "cluster dir: $CLUSTER_DIR"
     pg_status
     my_status
+    redis_status
 }
 
 cmd_env() {

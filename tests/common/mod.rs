@@ -10,6 +10,7 @@ use sea_orm_replica::{MigrateOptions, NodeConfig, ReplicatedDatabase};
 
 pub mod fault_cluster;
 pub mod fingerprint;
+pub mod redis;
 pub mod scenarios;
 
 /// One `#[tokio::test]` per named scenario, each on the cluster `$setup` gives (`None`: skip).
