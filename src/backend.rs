@@ -130,6 +130,53 @@ pub const POSITION_COLUMN: &str = "sor_position";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dialect(pub DbBackend);
 
+/// The table where a unit with an identity records it, in the transaction that commits it:
+/// `sor_applied(id, attempt, applied_at_ms)`, keyed by the identity, so the server refuses a
+/// second application. Created by [`replay::AppliedTableMigration`](crate::replay::AppliedTableMigration).
+pub const APPLIED_TABLE: &str = "sor_applied";
+
+/// `sor_applied`'s definition, the same on every backend.
+pub fn applied_table() -> sea_orm::sea_query::TableCreateStatement {
+    use sea_orm::sea_query::{Alias, ColumnDef, Table};
+    Table::create()
+        .table(Alias::new(APPLIED_TABLE))
+        .if_not_exists()
+        .col(
+            ColumnDef::new(Alias::new("id"))
+                .string_len(36)
+                .not_null()
+                .primary_key(),
+        )
+        .col(ColumnDef::new(Alias::new("attempt")).integer().not_null())
+        .col(
+            ColumnDef::new(Alias::new("applied_at_ms"))
+                .big_integer()
+                .not_null(),
+        )
+        .to_owned()
+}
+
+/// The statement that records identity `id` (its run `attempt`) in the committing transaction.
+/// Plain text (a uuid's hyphenated hex and two integers), so it rides in the `COMMIT` message.
+pub fn record_applied_sql(id: &uuid::Uuid, attempt: u32) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    format!(
+        "INSERT INTO {APPLIED_TABLE} (id, attempt, applied_at_ms) VALUES ('{}', {attempt}, {now})",
+        id.hyphenated()
+    )
+}
+
+/// The run of identity `id` that committed, if any (one column, `attempt`).
+pub fn applied_lookup_sql(id: &uuid::Uuid) -> String {
+    format!(
+        "SELECT attempt FROM {APPLIED_TABLE} WHERE id = '{}'",
+        id.hyphenated()
+    )
+}
+
 /// Who answered a query, as the server itself reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerIdentity {

@@ -50,6 +50,7 @@ struct Inner {
     backend: DbBackend,
     counters: HandleCounters,
     retry: ReadRetry,
+    replay: crate::replay::ReplayBudget,
 }
 
 /// How read-only units move on when nodes fail at the connection level.
@@ -195,6 +196,7 @@ pub struct ReplicatedDatabaseBuilder {
     check_timeout: Option<Duration>,
     breaker: Option<Breaker>,
     retry: Option<ReadRetry>,
+    replay: Option<crate::replay::ReplayBudget>,
     sqlite_reader_pool: Option<bool>,
     balancer: Option<Box<dyn Balancer>>,
     causal_wait: Option<Duration>,
@@ -320,6 +322,19 @@ impl ReplicatedDatabaseBuilder {
         self.retry = Some(ReadRetry {
             attempts: attempts.max(1),
             budget,
+        });
+        self
+    }
+
+    /// How long a replayed read-write unit
+    /// ([`read_write_replayed`](ReplicatedDatabase::read_write_replayed)) keeps trying across a
+    /// primary failover: at most `runs` runs of its closure, none started after `budget`
+    /// (waits for an election count against the time, not the runs). Default: 5 runs within
+    /// 8 s. Units that do not ask for replay are not affected.
+    pub fn replay_budget(mut self, runs: u32, budget: Duration) -> Self {
+        self.replay = Some(crate::replay::ReplayBudget {
+            runs: runs.max(1),
+            time: budget,
         });
         self
     }
@@ -456,6 +471,7 @@ impl ReplicatedDatabaseBuilder {
             backend,
             counters: HandleCounters::default(),
             retry: self.retry.unwrap_or(DEFAULT_READ_RETRY),
+            replay: self.replay.unwrap_or_default(),
         });
         if backend != DbBackend::Sqlite {
             let interval = self.monitor_interval.unwrap_or(DEFAULT_MONITOR_INTERVAL);
@@ -491,6 +507,9 @@ impl ReplicatedDatabaseBuilder {
         }
         if let Some(r) = self.retry {
             check_duration("read_retries budget", Some(r.budget), true)?;
+        }
+        if let Some(r) = self.replay {
+            check_duration("replay_budget", Some(r.time), true)?;
         }
         Ok(())
     }
@@ -550,6 +569,10 @@ impl ReplicatedDatabase {
 
     pub(crate) fn read_retry(&self) -> ReadRetry {
         self.inner.retry
+    }
+
+    pub(crate) fn replay_budget(&self) -> crate::replay::ReplayBudget {
+        self.inner.replay
     }
 
     /// The replica nodes (for SQLite, the reader pool).

@@ -16,6 +16,8 @@ const NO_REPLICA_PREFIX: &str = "sea-orm-replica: no eligible replica";
 const NO_PRIMARY_PREFIX: &str = "sea-orm-replica: no primary";
 const TIMEOUT_PREFIX: &str = "sea-orm-replica: timeout";
 const CONFIG_PREFIX: &str = "invalid configuration: ";
+const APPLIED_PREFIX: &str = "sea-orm-replica: applied already: unit ";
+const UNKNOWN_PREFIX: &str = "sea-orm-replica: commit outcome unknown: unit ";
 
 /// Everything `sea-orm-replica` can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +208,28 @@ pub enum ReplicaError {
         reason: String,
     },
 
+    /// A unit with an identity ([`UnitOptions::identity`](crate::UnitOptions::identity)) found
+    /// its identity recorded already: a run of it committed before (a replay after a lost
+    /// answer, or a queued command delivered twice). Nothing was applied this time; the
+    /// server refused it (the `sor_applied` primary key), in the same transaction.
+    #[error("{APPLIED_PREFIX}{id} committed before; this run was rolled back")]
+    AlreadyApplied {
+        /// The unit's identity.
+        id: uuid::Uuid,
+    },
+
+    /// The connection failed while the unit's `COMMIT` was in flight, so whether it committed
+    /// is not known here. Ask [`ReplicatedDatabase::applied`](crate::ReplicatedDatabase::applied)
+    /// with the identity, or run the unit again with the same identity: the server refuses a
+    /// second application ([`ReplicaError::AlreadyApplied`]).
+    #[error("{UNKNOWN_PREFIX}{id}: {reason}")]
+    CommitOutcomeUnknown {
+        /// The unit's identity.
+        id: uuid::Uuid,
+        /// What failed while the answer was awaited.
+        reason: String,
+    },
+
     /// An error from SeaORM or the database driver.
     #[error(transparent)]
     Db(DbErr),
@@ -255,6 +279,21 @@ impl ReplicaError {
             DbErr::Custom(msg) if msg.starts_with(CONFIG_PREFIX) => {
                 ReplicaError::Config(msg.trim_start_matches(CONFIG_PREFIX).to_owned())
             }
+            DbErr::Custom(msg) if msg.starts_with(APPLIED_PREFIX) => {
+                match identity_in(&msg[APPLIED_PREFIX.len()..]) {
+                    Some((id, _)) => ReplicaError::AlreadyApplied { id },
+                    None => ReplicaError::Db(DbErr::Custom(msg)),
+                }
+            }
+            DbErr::Custom(msg) if msg.starts_with(UNKNOWN_PREFIX) => {
+                match identity_in(&msg[UNKNOWN_PREFIX.len()..]) {
+                    Some((id, rest)) => ReplicaError::CommitOutcomeUnknown {
+                        id,
+                        reason: rest.trim_start_matches(": ").to_owned(),
+                    },
+                    None => ReplicaError::Db(DbErr::Custom(msg)),
+                }
+            }
             other => ReplicaError::Db(other),
         }
     }
@@ -290,6 +329,14 @@ impl ReplicaError {
             }
             _ => false,
         }
+    }
+
+    /// True when the primary may be back soon: the error is
+    /// [connection-level](Self::is_connection_level) or a [`NoPrimary`](Self::NoPrimary)
+    /// refusal (an election may be under way). What makes a replayed unit run again.
+    pub fn is_primary_unavailable(err: &DbErr) -> bool {
+        Self::is_connection_level(err)
+            || matches!(err, DbErr::Conn(RuntimeErr::Internal(msg)) if msg.starts_with(NO_PRIMARY_PREFIX))
     }
 
     /// True for [`ReplicaError::WriteInReadOnly`].
@@ -336,6 +383,12 @@ impl From<ReplicaError> for DbErr {
             other => DbErr::Custom(other.to_string()),
         }
     }
+}
+
+/// The identity at the start of `text`, and what follows it.
+fn identity_in(text: &str) -> Option<(uuid::Uuid, &str)> {
+    let id = text.get(..36)?.parse().ok()?;
+    Some((id, &text[36..]))
 }
 
 /// Reads ": node `NAME` did not answer within Nms" back.
@@ -391,5 +444,35 @@ mod tests {
             ReplicaError::from_db_err(DbErr::RecordNotFound("x".into())),
             ReplicaError::Db(DbErr::RecordNotFound(_))
         ));
+    }
+
+    #[test]
+    fn identity_errors_survive_a_trip_through_dberr() {
+        let id = uuid::Uuid::now_v7();
+        let db: DbErr = ReplicaError::AlreadyApplied { id }.into();
+        assert!(
+            matches!(ReplicaError::from_db_err(db), ReplicaError::AlreadyApplied { id: got } if got == id)
+        );
+        let db: DbErr = ReplicaError::CommitOutcomeUnknown {
+            id,
+            reason: "connection reset: a: b".into(),
+        }
+        .into();
+        match ReplicaError::from_db_err(db) {
+            ReplicaError::CommitOutcomeUnknown { id: got, reason } => {
+                assert_eq!(got, id);
+                assert_eq!(reason, "connection reset: a: b");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // a message that only looks like one stays the database's error
+        let forged = DbErr::Custom(format!("{APPLIED_PREFIX}not-a-uuid"));
+        assert!(matches!(
+            ReplicaError::from_db_err(forged),
+            ReplicaError::Db(_)
+        ));
+        let no_primary: DbErr = ReplicaError::NoPrimary { reason: "x".into() }.into();
+        assert!(ReplicaError::is_primary_unavailable(&no_primary));
+        assert!(!ReplicaError::is_connection_level(&no_primary));
     }
 }

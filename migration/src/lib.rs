@@ -1,4 +1,4 @@
-//! Migrations of the example schema: authors and banners.
+//! Migrations of the example schema: authors and banners, and the library's `sor_applied`.
 
 pub use sea_orm_migration::prelude::*;
 
@@ -10,8 +10,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(
-            m20261121_000001_create_author_and_banner::Migration,
-        )]
+        vec![
+            Box::new(m20261121_000001_create_author_and_banner::Migration),
+            // where replayed units and queued commands record that they were applied
+            Box::new(sea_orm_replica::replay::AppliedTableMigration),
+        ]
     }
 }

@@ -521,7 +521,10 @@ impl<'a> Coordinator<'a> {
     /// Runs one statement on the coordinator's primary, in autocommit.
     async fn execute(&self, stmt: &impl StatementBuilder) -> Result<(), DbErr> {
         let backend = self.db.backend();
-        self.conn().execute_raw(backend.build(stmt)).await.map(|_| ())
+        self.conn()
+            .execute_raw(backend.build(stmt))
+            .await
+            .map(|_| ())
     }
 
     /// Inserts the decision for `gid` unless one exists (the first decision wins).

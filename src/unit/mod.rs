@@ -49,6 +49,7 @@ use scope::{note_write, read_consistency, record_write, wants_tokens};
 use statement_kind::read_check;
 use txn::OwnTxn;
 
+use crate::backend::{record_applied_sql, APPLIED_TABLE};
 use crate::consistency::{CausalToken, Consistency};
 use crate::node::stats::NodeCounters;
 use crate::node::InFlight;
@@ -68,6 +69,9 @@ pub struct UnitOptions {
     transaction: bool,
     /// The global id of a two-phase unit (a sharded write across shards).
     two_phase: Option<Arc<str>>,
+    /// The unit's identity and which run of it this is: recorded in `sor_applied` by the
+    /// transaction that commits it.
+    identity: Option<(uuid::Uuid, u32)>,
 }
 
 impl UnitOptions {
@@ -147,9 +151,31 @@ impl UnitOptions {
         self
     }
 
+    /// A read-write unit with an identity: its commit also records `id` in `sor_applied`
+    /// (one more statement in the `COMMIT` message), so "did it commit?" always has an
+    /// answer ([`ReplicatedDatabase::applied`]) and a second unit with the same identity is
+    /// refused by the server ([`ReplicaError::AlreadyApplied`]). A lost `COMMIT` answer comes
+    /// back as [`ReplicaError::CommitOutcomeUnknown`] carrying `id`. Needs the table
+    /// ([`replay::AppliedTableMigration`](crate::replay::AppliedTableMigration)). Take a
+    /// fresh uuid v7 per unit ([`uuid::Uuid::now_v7`]), or the id of the command it applies.
+    pub fn identity(self, id: uuid::Uuid) -> Self {
+        self.run_of(id, 1)
+    }
+
+    /// Run `attempt` of the unit with identity `id` (a replay records which run committed).
+    pub(crate) fn run_of(mut self, id: uuid::Uuid, attempt: u32) -> Self {
+        self.identity = Some((id, attempt));
+        self
+    }
+
     /// The isolation level asked for, if any.
     pub fn isolation_level(&self) -> Option<IsolationLevel> {
         self.isolation
+    }
+
+    /// The unit's identity, if it has one.
+    pub fn identity_id(&self) -> Option<uuid::Uuid> {
+        self.identity.map(|(id, _)| id)
     }
 }
 
@@ -345,7 +371,13 @@ impl<A: Access> UnitOfWork<A> {
     /// Commits. A unit that ran no statement, or ran statement-level reads only, has nothing
     /// to commit and returns at once. Inside a [`CausalScope`](crate::CausalScope) a
     /// read-write unit also records its causal token there (one more round trip).
+    ///
+    /// A unit with an [identity](UnitOptions::identity) records it in the same transaction,
+    /// even when it ran no statement (then it begins just for that).
     pub async fn commit(self) -> Result<(), DbErr> {
+        if self.records_identity() && !self.is_started() {
+            self.active().await?;
+        }
         let wrote = !A::READ_ONLY && !self.nested && self.is_started();
         if wrote && wants_tokens() {
             let token = self.commit_capturing().await.map_err(DbErr::from)?;
@@ -361,16 +393,48 @@ impl<A: Access> UnitOfWork<A> {
 
     async fn commit_only(self) -> Result<(), DbErr> {
         let span = self.span.clone();
-        match self.state.into_inner() {
+        let identity = self.recorded_identity();
+        let record = identity.map(|(id, attempt)| record_applied_sql(&id, attempt));
+        let result = match self.state.into_inner() {
             Some(Active::Txn(route, txn)) => {
-                route.node.bounded(txn.commit()).instrument(span).await
+                route
+                    .node
+                    .bounded(Box::pin(async move {
+                        if let Some(sql) = record {
+                            txn.execute_unprepared(&sql).await?;
+                        }
+                        txn.commit().await
+                    }))
+                    .instrument(span)
+                    .await
             }
             Some(Active::Own(_, _, Some(savepoint))) => savepoint.end(true).instrument(span).await,
             Some(Active::Own(route, txn, None)) => {
-                route.node.bounded(txn.commit()).instrument(span).await
+                route
+                    .node
+                    .bounded(txn.commit_after(record.as_deref()))
+                    .instrument(span)
+                    .await
             }
             _ => Ok(()),
-        }
+        };
+        result.map_err(|err| commit_error(identity, err))
+    }
+
+    /// True when this unit's commit records its identity: a read-write unit of its own (not
+    /// nested) with one.
+    fn records_identity(&self) -> bool {
+        !A::READ_ONLY && !self.nested && self.options.identity.is_some()
+    }
+
+    /// The identity this unit's commit records, if it records one.
+    fn recorded_identity(&self) -> Option<(uuid::Uuid, u32)> {
+        self.options.identity.filter(|_| self.records_identity())
+    }
+
+    /// The unit's identity, if it has one ([`UnitOptions::identity`]).
+    pub fn identity(&self) -> Option<uuid::Uuid> {
+        self.options.identity_id()
     }
 
     /// Rolls back, bounded like a statement. A unit that ran no statement returns at once.
@@ -444,7 +508,13 @@ impl<A: Access> UnitOfWork<A> {
         match self.state.get() {
             Some(active) => Ok(active),
             // boxed: the start-up path is a large future, and every statement awaits `active`
-            None => Box::pin(self.init_active()).await,
+            None => Box::pin(self.init_active()).await.inspect_err(|err| {
+                if !A::READ_ONLY && ReplicaError::is_primary_unavailable(err) {
+                    // no primary to begin on (down, or an election under way): a replayed
+                    // unit waits and runs again
+                    self.node_failed.store(true, Ordering::Relaxed);
+                }
+            }),
         }
     }
 
@@ -680,14 +750,17 @@ impl<A: Access> UnitOfWork<A> {
         let span = self.span.clone();
         let db = self.db.clone();
         if let Some(Active::Own(_, txn, None)) = self.state.get() {
-            // the position rides on the COMMIT: no extra round trip
+            // the position (and the identity row) ride on the COMMIT: no extra round trip
             let txn = txn.clone();
+            let identity = self.recorded_identity();
+            let record = identity.map(|(id, attempt)| record_applied_sql(&id, attempt));
             drop(self);
             let position = route
                 .node
-                .bounded(txn.commit_with_position())
+                .bounded(txn.commit_with_position(record.as_deref()))
                 .instrument(span)
-                .await?;
+                .await
+                .map_err(|err| commit_error(identity, err))?;
             // the primary has written this far: tokens up to here are real
             route.node.observe_written(&position);
             return Ok(db.router().token(position));
@@ -908,6 +981,32 @@ impl<A: Access> TransactionTrait for UnitOfWork<A> {
             .map_err(TransactionError::Connection)?;
         run_in(unit, callback).await
     }
+}
+
+/// A failed commit of a unit with an identity, typed: the server refused the identity row
+/// ([`ReplicaError::AlreadyApplied`]), or the connection failed while the `COMMIT` message
+/// was in flight ([`ReplicaError::CommitOutcomeUnknown`]). Other errors pass through.
+fn commit_error(identity: Option<(uuid::Uuid, u32)>, err: DbErr) -> DbErr {
+    let Some((id, _)) = identity else {
+        return err;
+    };
+    if matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    ) {
+        let text = err.to_string();
+        if text.contains(APPLIED_TABLE) || text.contains(&id.hyphenated().to_string()) {
+            return ReplicaError::AlreadyApplied { id }.into();
+        }
+    }
+    if ReplicaError::is_connection_level(&err) {
+        return ReplicaError::CommitOutcomeUnknown {
+            id,
+            reason: err.to_string(),
+        }
+        .into();
+    }
+    err
 }
 
 /// Runs `callback` in `unit`: commits on `Ok`, rolls back on `Err`.

@@ -224,11 +224,16 @@ impl OwnTxn {
         result
     }
 
-    /// Ends the transaction with `end` (`COMMIT` or `ROLLBACK`), followed by the session reset
-    /// and `position` (a query whose column is [`POSITION_COLUMN`]); returns the position
-    /// rows. The connection goes back to the pool only when the message was answered without
+    /// Ends the transaction with `end` (`COMMIT` or `ROLLBACK`), after `before` (the unit's
+    /// identity row, in the same message) and followed by the session reset and `position` (a
+    /// query whose column is [`POSITION_COLUMN`]); returns the position rows. The connection goes back to the pool only when the message was answered without
     /// error and the session holds nothing the reset cannot undo; otherwise it is closed.
-    async fn finish(&self, end: &str, position: Option<&str>) -> Result<Vec<String>, DbErr> {
+    async fn finish(
+        &self,
+        end: &str,
+        before: Option<&str>,
+        position: Option<&str>,
+    ) -> Result<Vec<String>, DbErr> {
         let mut guard = self.conn.lock().await;
         // dropped before the answer (cancelled, or cut off by the statement bound): closed
         let mut taken = guard
@@ -250,7 +255,10 @@ impl OwnTxn {
                 "transaction rolled back by the server (deadlock): nothing was committed; run the unit again",
             ));
         }
-        let sql = dialect.end_transaction_sql(end, !self.read_only, position);
+        let mut sql = dialect.end_transaction_sql(end, !self.read_only, position);
+        if let Some(before) = before {
+            sql = format!("{before}; {sql}");
+        }
         let texts = on_conn!(taken.conn()?, |c| {
             match sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&mut **c)
@@ -271,10 +279,16 @@ impl OwnTxn {
         Ok(texts)
     }
 
-    /// Commits and reads the primary's position in the same round trip.
-    pub(crate) async fn commit_with_position(&self) -> Result<Position, DbErr> {
+    /// Commits (after `before`, in the same message) and reads the primary's position in the
+    /// same round trip.
+    pub(crate) async fn commit_with_position(
+        &self,
+        before: Option<&str>,
+    ) -> Result<Position, DbErr> {
         let dialect = Dialect(self.backend);
-        let texts = self.finish("COMMIT", dialect.position_sql()).await?;
+        let texts = self
+            .finish("COMMIT", before, dialect.position_sql())
+            .await?;
         match texts.last() {
             Some(text) => dialect.parse_position(text),
             None => Ok(Position::None),
@@ -283,12 +297,17 @@ impl OwnTxn {
 
     /// Commits.
     pub(crate) async fn commit(&self) -> Result<(), DbErr> {
-        self.finish("COMMIT", None).await.map(|_| ())
+        self.commit_after(None).await
+    }
+
+    /// Commits, after `before` (a statement sent in the same message).
+    pub(crate) async fn commit_after(&self, before: Option<&str>) -> Result<(), DbErr> {
+        self.finish("COMMIT", before, None).await.map(|_| ())
     }
 
     /// Rolls back.
     pub(crate) async fn rollback(&self) -> Result<(), DbErr> {
-        self.finish("ROLLBACK", None).await.map(|_| ())
+        self.finish("ROLLBACK", None, None).await.map(|_| ())
     }
 
     /// Two-phase commit, phase one: prepares the transaction as `gid`. Once this answers, the
@@ -312,7 +331,9 @@ impl OwnTxn {
         let end = Dialect(self.backend).finish_prepared_sql(gid, commit);
         self.with_conn(move |conn| Box::pin(run_raw(conn, end)))
             .await?;
-        self.finish("SELECT 1 AS sor_done", None).await.map(|_| ())
+        self.finish("SELECT 1 AS sor_done", None, None)
+            .await
+            .map(|_| ())
     }
 
     /// Opens a savepoint; returns its name.
