@@ -849,3 +849,249 @@ async fn shard_primary_down_fails_fast_naming_it_and_other_shards_write() {
         .unwrap();
     assert_eq!(count, 6, "a's 3 seeds and b's 3, b's from its replica");
 }
+
+/// What replayed writers acknowledged, what failed (with when), and their tasks.
+type Writers = (
+    Arc<Mutex<Vec<String>>>,
+    Arc<Mutex<Vec<(Duration, String)>>>,
+    Vec<tokio::task::JoinHandle<()>>,
+);
+
+/// The writers of a replay test: each inserts banners named `"{prefix} {w}-{i}"` through
+/// `read_write_replayed` until `stop`; what was acknowledged, and what failed (with when).
+fn replayed_writers(
+    db: &ReplicatedDatabase,
+    writers: usize,
+    prefix: &'static str,
+    stop: &Arc<AtomicBool>,
+    t0: Instant,
+) -> Writers {
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let failed = Arc::new(Mutex::new(Vec::<(Duration, String)>::new()));
+    let tasks = (0..writers)
+        .map(|w| {
+            let (db, stop, acked, failed) =
+                (db.clone(), stop.clone(), acked.clone(), failed.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let name = format!("{prefix} {w}-{i}");
+                    let result = db
+                        .read_write_replayed(|unit| {
+                            let name = name.clone();
+                            Box::pin(async move {
+                                banner::ActiveModel {
+                                    name: Set(name),
+                                    ..Default::default()
+                                }
+                                .insert(unit)
+                                .await
+                            })
+                        })
+                        .await;
+                    match result {
+                        Ok(saved) => acked.lock().unwrap().push(saved.name),
+                        Err(e) => failed.lock().unwrap().push((t0.elapsed(), e.to_string())),
+                    }
+                }
+            })
+        })
+        .collect();
+    (acked, failed, tasks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replayed_writes_ride_over_a_promotion() {
+    let Some(Scenario {
+        _serial,
+        c,
+        db,
+        run,
+        t0,
+        stop,
+    }) = scenario(5).await
+    else {
+        return;
+    };
+    let (reads, mut tasks) = read_load(&db, 4, &stop, t0);
+    let (acked, failed, writers) = replayed_writers(&db, 2, "replayed", &stop, t0);
+    tasks.extend(writers);
+
+    tokio::time::sleep(run / 3).await;
+    fault(&c, |c| {
+        c.stop_node("primary");
+        c.promote("replica1");
+    })
+    .await;
+    tokio::time::sleep(run - run / 3).await;
+    finish(&stop, tasks).await;
+
+    let failed = failed.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    let stats = db.stats();
+    eprintln!(
+        "stop primary + promote replica1 under 2 replayed writers and 4 readers: {} writes acknowledged, {} failed; \
+         reads: {} units, {} failed; {stats:?}",
+        acked.len(),
+        failed.len(),
+        reads.samples.lock().unwrap().len(),
+        reads.failures.load(Ordering::Relaxed),
+    );
+    assert!(
+        failed.is_empty(),
+        "replayed read-write units failed within the budget: {:?}",
+        failed.iter().take(3).collect::<Vec<_>>()
+    );
+    assert_no_failures(&reads);
+    assert_eq!(db.primary().name(), "replica1");
+
+    // on the new primary, as the server says: every acknowledged write, once; nothing else
+    let present: Vec<String> = banner::Entity::find()
+        .filter(banner::Column::Name.starts_with("replayed "))
+        .all(db.primary().connection())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    let mut unique = present.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), present.len(), "no write applied twice");
+    let mut want = acked.clone();
+    want.sort();
+    assert_eq!(
+        unique, want,
+        "the rows present are exactly the acknowledged writes"
+    );
+}
+
+/// A table whose `COMMIT` takes `0.45 s` on the server for rows noted `slow` (a deferred
+/// constraint trigger sleeps), so a test can freeze the primary while the answer is in flight.
+async fn slow_commit_table(db: &ReplicatedDatabase) {
+    let primary = db.primary();
+    for sql in [
+        "CREATE TABLE replay_probe (id serial PRIMARY KEY, run int NOT NULL, note text NOT NULL)",
+        "CREATE FUNCTION replay_probe_slow() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.45); RETURN NULL; END $$",
+        "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON replay_probe DEFERRABLE INITIALLY DEFERRED \
+         FOR EACH ROW WHEN (NEW.note = 'slow') EXECUTE FUNCTION replay_probe_slow()",
+    ] {
+        primary.connection().execute_unprepared(sql).await.unwrap();
+    }
+    // the replicas have it too (a migration run waits for them)
+    db.migrate::<Migrator>(MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)))
+        .await
+        .expect("replicas caught up");
+}
+
+/// Runs a replayed unit whose first run's `COMMIT` is slow; `on_commit` (the fault) runs
+/// while that `COMMIT` is on the server. Returns the run whose value came back.
+async fn replay_with_commit_in_flight<F>(
+    c: &Arc<FaultCluster>,
+    db: &ReplicatedDatabase,
+    fault_now: F,
+) -> u32
+where
+    F: FnOnce(&FaultCluster) + Send + 'static,
+{
+    let runs = Arc::new(AtomicU64::new(0));
+    let committing = Arc::new(tokio::sync::Notify::new());
+    let call = {
+        let (db, runs, committing) = (db.clone(), runs.clone(), committing.clone());
+        tokio::spawn(async move {
+            db.read_write_replayed(|unit| {
+                let (runs, committing) = (runs.clone(), committing.clone());
+                Box::pin(async move {
+                    let run = runs.fetch_add(1, Ordering::SeqCst) as u32 + 1;
+                    let note = if run == 1 { "slow" } else { "fast" };
+                    // no server-side bound on this COMMIT: a frozen server resumed later
+                    // finishes it instead of cancelling it
+                    unit.execute_unprepared("SET LOCAL statement_timeout = 0")
+                        .await?;
+                    unit.execute_unprepared(&format!(
+                        "INSERT INTO replay_probe (run, note) VALUES ({run}, '{note}')"
+                    ))
+                    .await?;
+                    if run == 1 {
+                        committing.notify_one();
+                    }
+                    Ok::<u32, DbErr>(run)
+                })
+            })
+            .await
+        })
+    };
+    committing.notified().await;
+    tokio::time::sleep(Duration::from_millis(100)).await; // the COMMIT is on the server now
+    fault(c, fault_now).await;
+    let value = call.await.unwrap().expect("the replayed unit commits once");
+    eprintln!(
+        "the closure ran {} times; the value of run {value} came back",
+        runs.load(Ordering::SeqCst)
+    );
+    value
+}
+
+/// The rows of `replay_probe` on the current primary (run numbers), and the run `sor_applied`
+/// holds for any identity, as the server says.
+async fn probe_rows(db: &ReplicatedDatabase) -> (Vec<i32>, Vec<i32>) {
+    let conn = db.primary().connection().clone();
+    let runs = |sql: &'static str| {
+        let conn = conn.clone();
+        async move {
+            conn.query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.try_get_by_index::<i32>(0).unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    (
+        runs("SELECT run FROM replay_probe ORDER BY id").await,
+        runs("SELECT attempt FROM sor_applied").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_commit_answer_on_a_dead_primary_runs_again_on_the_new_one() {
+    let Some(Scenario { _serial, c, db, .. }) = scenario(0).await else {
+        return;
+    };
+    slow_commit_table(&db).await;
+    // freeze the primary mid-COMMIT; it never answers: kill it, promote replica1
+    let value = replay_with_commit_in_flight(&c, &db, |c| {
+        c.pause("primary");
+        std::thread::sleep(Duration::from_millis(1500)); // the client's bound passes
+        c.kill("primary");
+        c.promote("replica1");
+    })
+    .await;
+    assert_eq!(value, 2, "run 1 never committed: run 2's value");
+    assert_eq!(db.primary().name(), "replica1");
+    let (rows, recorded) = probe_rows(&db).await;
+    assert_eq!(rows, vec![2], "one row, run 2's, on the new primary");
+    assert_eq!(recorded, vec![2], "sor_applied says run 2 committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_commit_answer_that_committed_returns_the_first_run() {
+    let Some(Scenario { _serial, c, db, .. }) = scenario(0).await else {
+        return;
+    };
+    slow_commit_table(&db).await;
+    // freeze the primary mid-COMMIT past the client's bound, then let it finish the COMMIT
+    let value = replay_with_commit_in_flight(&c, &db, |c| {
+        c.pause("primary");
+        std::thread::sleep(Duration::from_millis(1500));
+        c.resume("primary");
+    })
+    .await;
+    assert_eq!(value, 1, "run 1 committed: its value, not a second run's");
+    assert_eq!(db.primary().name(), "primary");
+    let (rows, recorded) = probe_rows(&db).await;
+    assert_eq!(rows, vec![1], "one row, run 1's");
+    assert_eq!(recorded, vec![1]);
+}

@@ -163,11 +163,17 @@ impl ReplicatedDatabase {
         // runs whose COMMIT went unanswered, with the values their closures returned
         let mut unanswered: Vec<(u32, T)> = Vec::new();
         let mut run = 0;
+        // runs that reached a server (a refusal for want of a primary is a wait, not a run)
+        let mut spent = 0;
         loop {
             run += 1;
             tracing::Span::current().record("runs", run);
             let unit = self.begin_unit::<ReadWrite>(UnitOptions::new().run_of(id, run));
-            let failed = match callback(&unit).await {
+            let outcome = callback(&unit).await;
+            if unit.is_started() {
+                spent += 1;
+            }
+            let failed = match outcome {
                 Ok(value) => match unit.commit().await.map_err(ReplicaError::from_db_err) {
                     Ok(()) => return Ok(value),
                     Err(ReplicaError::AlreadyApplied { .. }) if unanswered.is_empty() => {
@@ -210,7 +216,7 @@ impl ReplicatedDatabase {
                     return Err(TransactionError::Transaction(err));
                 }
             };
-            if run >= budget.runs || Instant::now() >= until {
+            if spent >= budget.runs || Instant::now() >= until {
                 tracing::warn!(runs = run, "replayed unit: budget spent");
                 return Err(match (unanswered.is_empty(), failed) {
                     // a run may have committed: say so, with the identity
