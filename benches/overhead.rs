@@ -71,6 +71,11 @@ enum Op {
     SnapshotSelect,
     /// one INSERT in a raw SeaORM transaction on the handle's read-write pool (primary).
     RawInsert,
+    /// one INSERT in the closure form, `read_write`.
+    ClosureInsert,
+    /// one INSERT in the replayed closure form, `read_write_replayed` (its identity row rides
+    /// in the COMMIT message).
+    ReplayedInsert,
     /// one INSERT in a raw SeaORM transaction on a pool of SeaORM's default options (primary).
     UserInsert,
     /// The same on a second such pool (A/A control).
@@ -185,6 +190,8 @@ impl Op {
             "unit-insert-causal" => Op::UnitInsertCausal,
             "held-insert" => Op::HeldInsert,
             "held-insert-reset" => Op::HeldInsertReset,
+            "closure-insert" => Op::ClosureInsert,
+            "replayed-insert" => Op::ReplayedInsert,
             _ => return None,
         })
     }
@@ -225,6 +232,20 @@ impl Op {
                 let unit = c.db.begin_unit::<ReadWrite>(UnitOptions::new().causal());
                 black_box(new_banner().insert(&unit).await?);
                 black_box(unit.commit_causal().await.map_err(DbErr::from)?);
+            }
+            Op::ClosureInsert => {
+                let saved = c
+                    .db
+                    .read_write(|u| Box::pin(async move { new_banner().insert(u).await }))
+                    .await;
+                black_box(saved.map_err(|e| DbErr::Custom(e.to_string()))?);
+            }
+            Op::ReplayedInsert => {
+                let saved = c
+                    .db
+                    .read_write_replayed(|u| Box::pin(async move { new_banner().insert(u).await }))
+                    .await;
+                black_box(saved.map_err(|e| DbErr::Custom(e.to_string()))?);
             }
             Op::HeldInsert => held_insert(c, "COMMIT".into()).await.map_err(sqlx_err)?,
             Op::HeldInsertReset => {
@@ -448,6 +469,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "no extra round trip",
             Op::RawInsert,
             Op::UnitInsertCausal,
+        ),
+        (
+            "INSERT: replayed read-write closure (identity row in the COMMIT message) vs plain read_write closure (same session)".into(),
+            "≤ 1.05×",
+            Op::ClosureInsert,
+            Op::ReplayedInsert,
         ),
         (
             "for the record, INSERT by hand on a held connection: BEGIN, INSERT, COMMIT vs raw SeaORM transaction (same session)".into(),

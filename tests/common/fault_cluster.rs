@@ -282,7 +282,7 @@ fn cleanup(dir: &Path, port_base: u16, keep_logs: bool) {
 }
 
 /// The last `lines` lines of the script's stderr and stdout.
-fn tail(out: &Output, lines: usize) -> String {
+pub fn tail(out: &Output, lines: usize) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stderr),
@@ -293,7 +293,7 @@ fn tail(out: &Output, lines: usize) -> String {
 }
 
 /// `NAME`'s value from lines `export NAME=value` of the env file.
-fn env_var(env: &str, name: &str) -> Result<String, String> {
+pub fn env_var(env: &str, name: &str) -> Result<String, String> {
     env.lines()
         .filter_map(|l| l.trim().strip_prefix("export "))
         .filter_map(|l| l.split_once('='))

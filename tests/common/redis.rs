@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use super::fault_cluster::{env_var, tail};
+
 /// `scripts/cluster.sh` of this crate.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
 
@@ -229,27 +231,6 @@ fn cleanup(dir: &Path, port: u16, keep_logs: bool) {
     } else {
         let _ = std::fs::remove_dir_all(dir);
     }
-}
-
-/// The last `lines` lines of stderr and stdout.
-fn tail(out: &Output, lines: usize) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// `NAME`'s value from lines `export NAME=value` of the env file.
-fn env_var(env: &str, name: &str) -> Result<String, String> {
-    env.lines()
-        .filter_map(|l| l.trim().strip_prefix("export "))
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == name)
-        .map(|(_, v)| v.trim().trim_matches(|c| c == '"' || c == '\'').to_owned())
-        .ok_or_else(|| format!("{name} missing from the env file"))
 }
 
 /// A port free on 127.0.0.1, derived from the pid and `n` so that concurrent processes and
