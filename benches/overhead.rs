@@ -234,10 +234,9 @@ impl Op {
                 black_box(unit.commit_causal().await.map_err(DbErr::from)?);
             }
             Op::ClosureInsert => {
-                let saved = c
-                    .db
-                    .read_write(|u| Box::pin(async move { new_banner().insert(u).await }))
-                    .await;
+                let saved =
+                    c.db.read_write(|u| Box::pin(async move { new_banner().insert(u).await }))
+                        .await;
                 black_box(saved.map_err(|e| DbErr::Custom(e.to_string()))?);
             }
             Op::ReplayedInsert => {
