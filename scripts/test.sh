@@ -44,7 +44,7 @@ cargo build -q --features tower --example banner_service
 jar=$(mktemp) && svc_log=$(mktemp) && svc_dir=$(mktemp -d)
 # its own database file, so no earlier run's file is shared
 env -u DATABASE_REPLICA_URLS DATABASE_URL="sqlite://$svc_dir/banners.sqlite?mode=rwc" \
-  BIND_ADDR=127.0.0.1:38080 target/debug/examples/banner_service >"$svc_log" 2>&1 &
+  BIND_ADDR=127.0.0.1:38080 "${CARGO_TARGET_DIR:-target}/debug/examples/banner_service" >"$svc_log" 2>&1 &
 svc=$!
 svc_fail() { echo "$1"; kill "$svc" 2>/dev/null || true; cat "$svc_log"; exit 1; }
 for _ in $(seq 1 300); do curl -s -o /dev/null http://127.0.0.1:38080/banners && break; sleep 0.1; done
