@@ -230,6 +230,32 @@ pub enum ReplicaError {
         reason: String,
     },
 
+    /// The queue holds its maximum of pending commands; the command was not stored.
+    #[error("queue `{queue}` is full: {pending} commands pending, at most {max}")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+        /// Commands pending.
+        pending: u64,
+        /// Its `max_pending`.
+        max: u64,
+    },
+
+    /// The queue's broker did not answer or refused. For an enqueue, whether the command was
+    /// stored is unknown: enqueue it again under the same id
+    /// ([`Queue::enqueue_as`](crate::queue::Queue::enqueue_as)), and it is applied once.
+    #[error("queue broker: {0}")]
+    Broker(String),
+
+    /// The queued command failed too often and is in the dead-letter stream.
+    #[error("command {id} was dead-lettered: {error}")]
+    DeadLettered {
+        /// The command's identity (its ticket).
+        id: uuid::Uuid,
+        /// Its last error.
+        error: String,
+    },
+
     /// An error from SeaORM or the database driver.
     #[error(transparent)]
     Db(DbErr),

@@ -32,6 +32,7 @@
 //! | `web` (feature `tower`) | tower layers: request-scoped routing and the token cookie; the request's shard |
 //! | [`shard`] | horizontal sharding: [`ShardedDatabase`](shard::ShardedDatabase), key → shard strategies, fan-out reads, two-phase writes |
 //! | [`repository`] | [`Repository`]: typed CRUD in one impl block |
+//! | [`queue`] | the durable write-behind queue: typed commands on a broker (Redis Streams), applied once by workers |
 //! | [`replay`] | read-write units that ride over a failover, applied once: identities, `sor_applied` |
 //! | [`migrate`] | migrations on the primary only |
 //! | [`database`] | the [`ReplicatedDatabase`] handle and its builder |
@@ -65,6 +66,7 @@ pub mod database;
 pub mod error;
 pub mod migrate;
 pub mod node;
+pub mod queue;
 pub mod replay;
 pub mod repository;
 pub mod routing;

@@ -1,0 +1,356 @@
+//! Workers: own partitions, apply their commands in order, exactly once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::TransactionError;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::broker::Delivery;
+use super::QueueInner;
+use crate::unit::scope::CausalScope;
+use crate::{ReplicaError, ReplicatedDatabase};
+
+/// What a worker has done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct WorkerStats {
+    /// Commands applied (committed by this worker).
+    pub applied: u64,
+    /// Deliveries found applied already (a redelivery after a crash): acknowledged, not applied.
+    pub skipped: u64,
+    /// Failed attempts that will be retried.
+    pub retries: u64,
+    /// Commands moved to the dead-letter stream.
+    pub dead_lettered: u64,
+    /// Waits for the primary (or the broker) to come back.
+    pub waits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    applied: AtomicU64,
+    skipped: AtomicU64,
+    retries: AtomicU64,
+    dead_lettered: AtomicU64,
+    waits: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerStats {
+        WorkerStats {
+            applied: self.applied.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            waits: self.waits.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Builds a [`Worker`].
+pub struct WorkerBuilder {
+    queue: Arc<QueueInner>,
+    db: ReplicatedDatabase,
+    lease: Duration,
+    block: Duration,
+    batch: usize,
+    retry_delay: Duration,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queue", &self.queue.name)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    pub(crate) fn new(queue: Arc<QueueInner>, db: ReplicatedDatabase) -> Self {
+        WorkerBuilder {
+            queue,
+            db,
+            lease: Duration::from_secs(10),
+            block: Duration::from_millis(500),
+            batch: 32,
+            retry_delay: Duration::from_millis(100),
+        }
+    }
+
+    /// How long a worker owns a partition without renewing it (default 10 s): after a worker
+    /// dies, its partitions wait this long for another. Keep it above the handle's replay
+    /// budget, so a worker waiting out a failover keeps its partitions.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(100));
+        self
+    }
+
+    /// Deliveries read at once per partition (default 32).
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+
+    /// The first wait before retrying a failed command (default 100 ms, doubling to 5 s).
+    pub fn retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// Starts the worker: one task per partition, each applying when it owns the partition.
+    pub fn spawn(self) -> Worker {
+        let (stop, stopped) = watch::channel(false);
+        let counters = Arc::new(Counters::default());
+        let owner: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
+        let tasks = (0..self.queue.partitions)
+            .map(|partition| {
+                let run = PartitionRun {
+                    queue: self.queue.clone(),
+                    db: self.db.clone(),
+                    owner: owner.clone(),
+                    partition,
+                    lease: self.lease,
+                    block: self.block,
+                    batch: self.batch,
+                    retry_delay: self.retry_delay,
+                    counters: counters.clone(),
+                };
+                let span =
+                    tracing::info_span!("queue_partition", queue = %self.queue.name, partition);
+                tokio::spawn(run.run(stopped.clone()).instrument(span))
+            })
+            .collect();
+        Worker {
+            stop,
+            tasks,
+            counters,
+        }
+    }
+}
+
+/// A running worker. [`stop`](Self::stop) finishes the command in hand, releases the
+/// partitions and returns; dropping it stops it too (without waiting).
+#[must_use = "a worker stops when dropped"]
+pub struct Worker {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Worker {
+    /// What it has done so far.
+    pub fn stats(&self) -> WorkerStats {
+        self.counters.snapshot()
+    }
+
+    /// Stops after the command in hand, releasing its partitions.
+    pub async fn stop(mut self) -> WorkerStats {
+        let _ = self.stop.send(true);
+        for task in std::mem::take(&mut self.tasks) {
+            let _ = task.await;
+        }
+        self.counters.snapshot()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// What applying one delivery came to.
+enum Applied {
+    /// Committed; the commit's causal token.
+    Done(String),
+    /// Its identity was recorded already: applied before.
+    Before,
+    /// The primary is away (or the outcome is not known yet): wait, then try again.
+    Wait(String),
+    /// The command failed (its handler, its payload, the server refusing it): an attempt.
+    Failed(String),
+}
+
+struct PartitionRun {
+    queue: Arc<QueueInner>,
+    db: ReplicatedDatabase,
+    owner: Arc<str>,
+    partition: u32,
+    lease: Duration,
+    block: Duration,
+    batch: usize,
+    retry_delay: Duration,
+    counters: Arc<Counters>,
+}
+
+impl PartitionRun {
+    async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let broker = &self.queue.broker;
+        // after taking the partition, and after any failure: the unacknowledged ones first
+        let mut redeliver = true;
+        let mut owned = false;
+        let mut pause = self.retry_delay;
+        while !*stopped.borrow() {
+            match broker.own(self.partition, &self.owner, self.lease).await {
+                Ok(true) => {
+                    if !owned {
+                        tracing::debug!(owner = %self.owner, "partition taken");
+                        owned = true;
+                        redeliver = true;
+                    }
+                }
+                Ok(false) => {
+                    owned = false;
+                    idle(&mut stopped, self.lease / 3).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker unavailable; waiting");
+                    bump(&self.counters.waits);
+                    idle(&mut stopped, pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+            let deliveries = match broker
+                .read(self.partition, redeliver, self.batch, self.block)
+                .await
+            {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "broker read failed; waiting");
+                    bump(&self.counters.waits);
+                    idle(&mut stopped, pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    redeliver = true;
+                    continue;
+                }
+            };
+            if redeliver && deliveries.is_empty() {
+                redeliver = false;
+                continue;
+            }
+            match self.apply_in_order(&deliveries, &mut stopped).await {
+                Ok(()) => pause = self.retry_delay,
+                Err(wait) => {
+                    idle(&mut stopped, pause.max(wait)).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    redeliver = true;
+                }
+            }
+        }
+        if owned {
+            let _ = broker.release(self.partition, &self.owner).await;
+        }
+    }
+
+    /// Applies `deliveries` in order; stops at the first that must be tried again (`Err`:
+    /// the least wait before that).
+    async fn apply_in_order(
+        &self,
+        deliveries: &[Delivery],
+        stopped: &mut watch::Receiver<bool>,
+    ) -> Result<(), Duration> {
+        let broker = &self.queue.broker;
+        for delivery in deliveries {
+            if *stopped.borrow() {
+                return Ok(());
+            }
+            let outcome = self.apply(delivery).await;
+            let acked = match outcome {
+                Applied::Done(token) => {
+                    bump(&self.counters.applied);
+                    broker
+                        .ack(self.partition, delivery, &token, self.queue.keep_outcome)
+                        .await
+                }
+                Applied::Before => {
+                    bump(&self.counters.skipped);
+                    broker
+                        .ack(self.partition, delivery, "", self.queue.keep_outcome)
+                        .await
+                }
+                Applied::Wait(why) => {
+                    tracing::warn!(id = %delivery.message.id, reason = %why, "primary unavailable; waiting");
+                    bump(&self.counters.waits);
+                    return Err(self.retry_delay);
+                }
+                Applied::Failed(error) => {
+                    let attempts = match broker.failed(delivery).await {
+                        Ok(n) => n,
+                        Err(_) => return Err(self.retry_delay),
+                    };
+                    if attempts < self.queue.max_attempts {
+                        tracing::warn!(id = %delivery.message.id, attempts, %error, "command failed; retrying");
+                        bump(&self.counters.retries);
+                        return Err(self.retry_delay);
+                    }
+                    tracing::error!(id = %delivery.message.id, attempts, %error, "command failed too often; dead-lettered");
+                    bump(&self.counters.dead_lettered);
+                    broker
+                        .dead_letter(self.partition, delivery, &error, attempts)
+                        .await
+                }
+            };
+            if acked.is_err() {
+                // applied (or dead-lettered) but not acknowledged: redelivered, then skipped
+                return Err(self.retry_delay);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one delivery in a replayed unit whose identity is the command's id.
+    async fn apply(&self, delivery: &Delivery) -> Applied {
+        let message = &delivery.message;
+        let Some(apply) = self.queue.handlers.get(message.name.as_str()).cloned() else {
+            return Applied::Failed(format!(
+                "no handler for command `{}` in this worker",
+                message.name
+            ));
+        };
+        let payload: Arc<str> = Arc::from(message.payload.as_str());
+        let scope = CausalScope::new(false, None);
+        let result = scope
+            .run(
+                self.db
+                    .read_write_replayed_as(message.id, move |unit| apply(&payload, unit)),
+            )
+            .await;
+        match result {
+            Ok(()) => Applied::Done(scope.written().map(|t| t.to_string()).unwrap_or_default()),
+            Err(TransactionError::Transaction(e)) => Applied::Failed(e.to_string()),
+            Err(TransactionError::Connection(e)) => {
+                if ReplicaError::is_primary_unavailable(&e) {
+                    return Applied::Wait(e.to_string());
+                }
+                match ReplicaError::from_db_err(e) {
+                    ReplicaError::AlreadyApplied { .. } => Applied::Before,
+                    e @ ReplicaError::CommitOutcomeUnknown { .. } => Applied::Wait(e.to_string()),
+                    e => Applied::Failed(e.to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `d`, or less if the worker is stopped.
+async fn idle(stopped: &mut watch::Receiver<bool>, d: Duration) {
+    let _ = tokio::time::timeout(d, stopped.changed()).await;
+}

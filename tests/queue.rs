@@ -1,0 +1,338 @@
+//! The write-behind queue on a real broker and a real database: a private Redis per test
+//! (`PrivateRedis`: its own port and directory, AOF with `appendfsync always`) and the shared
+//! PostgreSQL cluster. Every command writes one row into `queue_probe` (no unique key, so a
+//! second application would show as a second row); the server is asked what it holds.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::redis::PrivateRedis;
+use common::{cluster, served_by};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
+use sea_orm_replica::queue::{Command, Queue, RedisBroker, Ticket};
+use sea_orm_replica::{MigrateOptions, ReplicaError, ReplicatedDatabase, UnitOptions};
+use serde::{Deserialize, Serialize};
+
+/// One row per application: `(run, cmd, key, seq)`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Write {
+    run: String,
+    key: String,
+    seq: u32,
+    /// A poison command fails while `POISON` is set.
+    poison: bool,
+}
+
+impl Command for Write {
+    const NAME: &'static str = "write";
+    fn key(&self) -> Option<String> {
+        Some(self.key.clone())
+    }
+}
+
+static POISON: AtomicBool = AtomicBool::new(true);
+
+fn queue(redis: &PrivateRedis, broker: RedisBroker) -> Queue {
+    let _ = redis;
+    Queue::builder("probe")
+        .broker(broker)
+        .partitions(4)
+        .max_attempts(3)
+        .handle(|w: Write, unit| {
+            Box::pin(async move {
+                if w.poison && POISON.load(Ordering::Relaxed) {
+                    return Err(DbErr::Custom(format!("poison {}", w.seq)));
+                }
+                unit.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "INSERT INTO queue_probe (run, key, seq) VALUES ($1, $2, $3)",
+                    [w.run.into(), w.key.into(), i64::from(w.seq).into()],
+                ))
+                .await
+                .map(drop)
+            })
+        })
+        .build()
+        .expect("queue")
+}
+
+struct Setup {
+    redis: PrivateRedis,
+    db: ReplicatedDatabase,
+    queue: Queue,
+    run: String,
+}
+
+async fn setup(max_pending: Option<u64>) -> Option<Setup> {
+    let c = cluster(DbBackend::Postgres)?;
+    let db = c.handle().await;
+    db.primary()
+        .connection()
+        .execute_unprepared(
+            "CREATE TABLE IF NOT EXISTS queue_probe (row_id bigserial PRIMARY KEY, run text NOT NULL, \
+             key text NOT NULL, seq bigint NOT NULL)",
+        )
+        .await
+        .expect("queue_probe");
+    db.migrate::<migration::Migrator>(
+        MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)),
+    )
+    .await
+    .expect("replicas caught up");
+    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("private redis: {e}"));
+    let broker = RedisBroker::connect(redis.url(), "probe")
+        .await
+        .expect("broker");
+    let mut queue = queue(&redis, broker);
+    if let Some(max) = max_pending {
+        queue = Queue::builder("probe")
+            .broker(RedisBroker::connect(redis.url(), "probe").await.unwrap())
+            .max_pending(max)
+            .handle(|_: Write, _unit| Box::pin(async { Ok(()) }))
+            .build()
+            .unwrap();
+    }
+    Some(Setup {
+        redis,
+        db,
+        queue,
+        run: uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// `(key, seq)` of every row of `run` in insertion order, as the primary holds them.
+async fn rows(db: &ReplicatedDatabase, run: &str) -> Vec<(String, i64)> {
+    db.primary()
+        .connection()
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT key, seq FROM queue_probe WHERE run = $1 ORDER BY row_id",
+            [run.into()],
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.try_get("", "key").unwrap(), r.try_get("", "seq").unwrap()))
+        .collect()
+}
+
+/// Every key's rows are in `seq` order and each `(key, seq)` is there once.
+fn assert_once_in_order(rows: &[(String, i64)], want: usize) {
+    let mut by_key: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (key, seq) in rows {
+        by_key.entry(key).or_default().push(*seq);
+    }
+    let unique: BTreeSet<_> = rows.iter().collect();
+    assert_eq!(unique.len(), rows.len(), "a command applied twice");
+    assert_eq!(rows.len(), want, "every command applied");
+    for (key, seqs) in by_key {
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted, "key {key} applied out of order");
+    }
+}
+
+async fn wait_all(queue: &Queue, tickets: &[Ticket]) {
+    for t in tickets {
+        queue
+            .wait(t, Duration::from_secs(60))
+            .await
+            .expect("wait")
+            .unwrap_or_else(|| panic!("{t} not applied within 60 s"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commands_apply_once_in_order_per_key_across_two_workers() {
+    let Some(s) = setup(None).await else { return };
+    let writes: Vec<Write> = (0..200)
+        .map(|i| Write {
+            run: s.run.clone(),
+            key: format!("k{}", i % 10),
+            seq: i,
+            poison: false,
+        })
+        .collect();
+    // enqueued before any worker runs, then two workers share the partitions
+    let mut tickets = Vec::new();
+    for w in &writes[..100] {
+        tickets.push(s.queue.enqueue(w).await.expect("enqueue"));
+    }
+    let a = s.queue.worker(s.db.clone()).spawn();
+    let b = s.queue.worker(s.db.clone()).spawn();
+    for w in &writes[100..] {
+        tickets.push(s.queue.enqueue(w).await.expect("enqueue"));
+    }
+    wait_all(&s.queue, &tickets).await;
+    let (a, b) = (a.stop().await, b.stop().await);
+    eprintln!("worker a: {a:?}\nworker b: {b:?}");
+    assert_eq!(a.applied + b.applied, 200);
+    assert_once_in_order(&rows(&s.db, &s.run).await, 200);
+    let status = s.queue.status().await.unwrap();
+    eprintln!("{status}");
+    assert_eq!(status.pending, 0);
+    assert_eq!(status.oldest_pending_ms, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_a_token_that_reads_the_write_on_a_replica() {
+    let Some(s) = setup(None).await else { return };
+    let worker = s.queue.worker(s.db.clone()).spawn();
+    let key = format!("token-{}", s.run);
+    let ticket = s
+        .queue
+        .enqueue(&Write {
+            run: s.run.clone(),
+            key: key.clone(),
+            seq: 1,
+            poison: false,
+        })
+        .await
+        .unwrap();
+    let token = s
+        .queue
+        .wait(&ticket, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("applied");
+    assert!(!token.is_empty(), "the commit's position: {token}");
+    // the next read-only unit after the token sees the write, on a replica
+    let unit =
+        s.db.begin_unit::<sea_orm_replica::ReadOnly>(UnitOptions::new().after(&token));
+    let found = unit
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT count(*) AS n FROM queue_probe WHERE run = $1",
+            [s.run.clone().into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap();
+    let served = served_by(&unit).await.unwrap();
+    unit.commit().await.unwrap();
+    assert_eq!(found, 1);
+    assert!(served.replica, "read on a replica, as the server says");
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_commands_are_dead_lettered_and_the_key_goes_on() {
+    let Some(s) = setup(None).await else { return };
+    POISON.store(true, Ordering::Relaxed);
+    let worker = s
+        .queue
+        .worker(s.db.clone())
+        .retry_delay(Duration::from_millis(10))
+        .spawn();
+    let w = |seq, poison| Write {
+        run: s.run.clone(),
+        key: "same".into(),
+        seq,
+        poison,
+    };
+    let first = s.queue.enqueue(&w(1, false)).await.unwrap();
+    let bad = s.queue.enqueue(&w(2, true)).await.unwrap();
+    let after = s.queue.enqueue(&w(3, false)).await.unwrap();
+    s.queue
+        .wait(&first, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let err = s
+        .queue
+        .wait(&bad, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ReplicaError::DeadLettered { id, error } if *id == bad.id() && error.contains("poison 2")),
+        "{err:?}"
+    );
+    s.queue
+        .wait(&after, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        rows(&s.db, &s.run).await,
+        vec![("same".into(), 1), ("same".into(), 3)]
+    );
+
+    let dead = s.queue.dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id, dead[0].attempts), (bad.id(), 3));
+    assert_eq!(s.queue.status().await.unwrap().dead_letters, 1);
+    // fixed: retried, applied once
+    POISON.store(false, Ordering::Relaxed);
+    let again = s
+        .queue
+        .retry_dead_letter(&dead[0].entry)
+        .await
+        .unwrap()
+        .expect("the dead letter");
+    assert_eq!(again, bad, "the same identity");
+    s.queue
+        .wait(&again, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .expect("the retried command was applied");
+    assert_eq!(rows(&s.db, &s.run).await.len(), 3);
+    assert!(s.queue.dead_letters(10).await.unwrap().is_empty());
+    // hostile entry ids are refused before they reach Redis
+    for entry in ["", "-", "0", "1-2-3", "abc-1", "1-1 OR 1", &"9".repeat(40)] {
+        assert!(matches!(
+            s.queue.drop_dead_letter(entry).await,
+            Err(ReplicaError::Config(_))
+        ));
+    }
+    assert_eq!(s.queue.drop_dead_letter("1-1").await.unwrap(), None);
+    worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_typed_and_stores_nothing() {
+    let Some(s) = setup(Some(3)).await else {
+        return;
+    };
+    let w = |seq| Write {
+        run: s.run.clone(),
+        key: format!("k{seq}"),
+        seq,
+        poison: false,
+    };
+    for seq in 0..3 {
+        s.queue.enqueue(&w(seq)).await.unwrap();
+    }
+    let err = s.queue.enqueue(&w(3)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplicaError::QueueFull {
+                pending: 3,
+                max: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(s.queue.status().await.unwrap().pending, 3);
+    // a command with no handler, and a ticket that is not a uuid
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Unknown;
+    impl Command for Unknown {
+        const NAME: &'static str = "unknown";
+    }
+    assert!(matches!(
+        s.queue.enqueue(&Unknown).await,
+        Err(ReplicaError::Config(_))
+    ));
+    assert!("not-a-ticket".parse::<Ticket>().is_err());
+    drop(s.redis);
+}
