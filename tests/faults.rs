@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::fault_cluster::FaultCluster;
+use common::fault_cluster::{FaultCluster, ACQUIRE_TIMEOUT, STATEMENT_TIMEOUT};
 use entity::{author, banner};
 use migration::Migrator;
 use sea_orm::{
@@ -22,7 +22,7 @@ use sea_orm::{
 };
 use sea_orm_replica::shard::{Modulo, ShardedDatabase, ShardedRepository};
 use sea_orm_replica::{
-    MigrateOptions, NodeConfig, ReplicaError, ReplicatedDatabase, ReplicatedDatabaseBuilder,
+    MigrateOptions, ReplicaError, ReplicatedDatabase, ReplicatedDatabaseBuilder,
 };
 
 fn enabled() -> bool {
@@ -50,27 +50,8 @@ async fn fault<F: FnOnce(&FaultCluster) + Send + 'static>(c: &Arc<FaultCluster>,
         .expect("fault injection");
 }
 
-/// Statement and acquire timeouts a test can rely on, and a fast monitor.
-const STATEMENT_TIMEOUT: Duration = Duration::from_millis(500);
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn node(url: &str, name: &str) -> NodeConfig {
-    NodeConfig::new(url)
-        .name(name)
-        .max_connections(16)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_timeout(ACQUIRE_TIMEOUT)
-        .statement_timeout(STATEMENT_TIMEOUT)
-}
-
 fn builder(c: &FaultCluster) -> ReplicatedDatabaseBuilder {
-    ReplicatedDatabase::builder()
-        .primary_node(node(c.primary_url(), "primary"))
-        .replica_node(node(c.replica1_url(), "replica1"))
-        .replica_node(node(c.replica2_url(), "replica2"))
-        .monitor_interval(Duration::from_millis(100))
-        .check_timeout(Duration::from_millis(500))
-        .backoff(Duration::from_millis(200), Duration::from_secs(2))
+    c.builder()
 }
 
 /// One fault test at a time: a load test on a 2-core machine measures nothing useful while

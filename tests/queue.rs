@@ -74,7 +74,12 @@ struct Setup {
 
 async fn setup(max_pending: Option<u64>) -> Option<Setup> {
     let c = cluster(DbBackend::Postgres)?;
-    let db = c.handle().await;
+    Some(setup_on(c.handle().await, max_pending).await)
+}
+
+/// `queue_probe` and the example migrations (with `sor_applied`) on `db`, a private Redis,
+/// and the queue.
+async fn setup_on(db: ReplicatedDatabase, max_pending: Option<u64>) -> Setup {
     db.primary()
         .connection()
         .execute_unprepared(
@@ -87,7 +92,7 @@ async fn setup(max_pending: Option<u64>) -> Option<Setup> {
         MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)),
     )
     .await
-    .expect("replicas caught up");
+    .expect("migrated, replicas caught up");
     let redis = tokio::task::spawn_blocking(PrivateRedis::start)
         .await
         .unwrap()
@@ -95,21 +100,21 @@ async fn setup(max_pending: Option<u64>) -> Option<Setup> {
     let broker = RedisBroker::connect(redis.url(), "probe")
         .await
         .expect("broker");
-    let mut queue = queue(broker);
-    if let Some(max) = max_pending {
-        queue = Queue::builder("probe")
-            .broker(RedisBroker::connect(redis.url(), "probe").await.unwrap())
+    let queue = match max_pending {
+        None => queue(broker),
+        Some(max) => Queue::builder("probe")
+            .broker(broker)
             .max_pending(max)
             .handle(|_: Write, _unit| Box::pin(async { Ok(()) }))
             .build()
-            .unwrap();
-    }
-    Some(Setup {
+            .unwrap(),
+    };
+    Setup {
         redis,
         db,
         queue,
         run: uuid::Uuid::new_v4().to_string(),
-    })
+    }
 }
 
 /// `(key, seq)` of every row of `run` in insertion order, as the primary holds them.
@@ -542,3 +547,95 @@ async fn queue_worker_child() {
     println!("WORKING");
     tokio::time::sleep(Duration::from_secs(600)).await;
 }
+
+/// A fault on the database under enqueue load, on a cluster of its own: nothing acknowledged
+/// is lost, nothing applied twice.
+async fn database_fault_under_enqueue_load<F>(fault: F, what: &str, primary_after: &str)
+where
+    F: FnOnce(&common::fault_cluster::FaultCluster) + Send + 'static,
+{
+    if !faults_enabled() {
+        return;
+    }
+    let c = tokio::task::spawn_blocking(|| common::fault_cluster::FaultCluster::start_pg("0"))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("fault cluster: {e}"));
+    let c = Arc::new(c);
+    let db = c.builder().connect().await.expect("connect");
+    let s = setup_on(db, None).await;
+    let worker = s.queue.worker(s.db.clone()).spawn();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = enqueue_load(&s.queue, &s.run, 2, &stop);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let at = std::time::Instant::now();
+    let cc = c.clone();
+    tokio::task::spawn_blocking(move || fault(&cc))
+        .await
+        .unwrap();
+    let fault_took = at.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut failed) = (Vec::new(), Vec::new());
+    for task in load {
+        let (a, f) = task.await.unwrap();
+        acked.extend(a);
+        failed.extend(f);
+    }
+    assert!(failed.is_empty(), "enqueue does not need the database");
+    assert_acknowledged_applied_once(&s, &acked, &failed).await;
+    let stats = worker.stop().await;
+    eprintln!(
+        "{what} (took {fault_took:?}) under 2 enqueuers: {} enqueues acknowledged, 0 failed; all applied once on {}, \
+         in per-key order; worker {stats:?}",
+        acked.len(),
+        s.db.primary().name()
+    );
+    // the fault happened where we think: the server that took the writes
+    assert_eq!(s.db.primary().name(), primary_after);
+    let on_new: i64 =
+        s.db.primary()
+            .connection()
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT (NOT pg_is_in_recovery())::int4::int8 AS p",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "p")
+            .unwrap();
+    assert_eq!(on_new, 1, "the rows were read from a primary");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_commands_ride_over_a_primary_promotion() {
+    let _one = FAULTS.lock().await;
+    database_fault_under_enqueue_load(
+        |c| {
+            c.stop_node("primary");
+            c.promote("replica1");
+        },
+        "stop the primary, promote replica1",
+        "replica1",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_commands_wait_out_a_primary_frozen_past_the_statement_bound() {
+    let _one = FAULTS.lock().await;
+    database_fault_under_enqueue_load(
+        |c| {
+            c.pause("primary");
+            std::thread::sleep(Duration::from_secs(3));
+            c.resume("primary");
+        },
+        "SIGSTOP the primary for 3 s (statement bound 750 ms)",
+        "primary",
+    )
+    .await;
+}
+
+/// The database fault tests start a cluster each: one at a time.
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
+
+use sea_orm_replica::{NodeConfig, ReplicatedDatabase, ReplicatedDatabaseBuilder};
 
 /// `scripts/cluster.sh` of this crate.
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh");
@@ -314,4 +317,31 @@ fn free_port_base(n: u32) -> Result<u16, String> {
         .map(|i| PORT_FIRST + ((start + i) % slots) as u16 * PORT_STEP)
         .find(|&base| (base..base + 3).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok()))
         .ok_or_else(|| format!("no free port base in {PORT_FIRST}..{PORT_LAST}"))
+}
+
+/// The statement bound of [`FaultCluster::builder`]'s nodes (the client adds 250 ms).
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Their acquire and connect timeout.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn node(url: &str, name: &str) -> NodeConfig {
+    NodeConfig::new(url)
+        .name(name)
+        .max_connections(16)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_timeout(ACQUIRE_TIMEOUT)
+        .statement_timeout(STATEMENT_TIMEOUT)
+}
+
+impl FaultCluster {
+    /// A handle over the three nodes, with bounds a fault test can rely on and a fast monitor.
+    pub fn builder(&self) -> ReplicatedDatabaseBuilder {
+        ReplicatedDatabase::builder()
+            .primary_node(node(self.primary_url(), "primary"))
+            .replica_node(node(self.replica1_url(), "replica1"))
+            .replica_node(node(self.replica2_url(), "replica2"))
+            .monitor_interval(Duration::from_millis(100))
+            .check_timeout(Duration::from_millis(500))
+            .backoff(Duration::from_millis(200), Duration::from_secs(2))
+    }
 }
