@@ -40,7 +40,7 @@ DATABASE_URL="$SOR_PG_PRIMARY_URL" DATABASE_REPLICA_URLS="$SOR_PG_REPLICA_URL,$S
 
 step "the banner service (SQLite), driven over HTTP with a cookie jar"
 command -v curl >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq curl >/dev/null; }
-cargo build -q --features tower --example banner_service
+cargo build -q --features tower,queue-redis --example banner_service
 jar=$(mktemp) && svc_log=$(mktemp) && svc_dir=$(mktemp -d)
 # its own database file, so no earlier run's file is shared
 env -u DATABASE_REPLICA_URLS DATABASE_URL="sqlite://$svc_dir/banners.sqlite?mode=rwc" \

@@ -244,3 +244,76 @@ async fn postgres_sharded_cookie_clients_read_their_writes() {
         .collect();
     assert!(authors.len() >= 2, "{authors:?} {body}");
 }
+
+/// Views counted write-behind: `POST /banners/{id}/views` answers 202 with a ticket once a
+/// private Redis holds it; `GET …/views?after=TICKET` waits for it and reads it on a replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn views_are_counted_write_behind_and_read_back() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    let db = c.handle().await;
+    let redis = tokio::task::spawn_blocking(common::redis::PrivateRedis::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("private redis: {e}"));
+    let broker = sea_orm_replica::queue::RedisBroker::connect(redis.url(), "banner_views")
+        .await
+        .unwrap();
+    let queue = app::views_queue(broker).unwrap();
+    let worker = queue.worker(db.clone()).spawn();
+    let app = app::app_with_views(db.clone(), queue);
+    let banner = 900_000 + (std::process::id() % 10_000) as i64;
+    let mut ticket = String::new();
+    for _ in 0..3 {
+        let (status, body, _) = send(
+            &app,
+            Request::post(format!("/banners/{banner}/views"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        ticket = body["ticket"].as_str().unwrap().to_owned();
+    }
+    let before = db.stats();
+    let (status, body, _) = send(
+        &app,
+        Request::get(format!("/banners/{banner}/views?after={ticket}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["views"].as_i64(),
+        Some(3),
+        "all three views, read after the last"
+    );
+    let after = db.stats();
+    let on = |s: &sea_orm_replica::StatsSnapshot, node: &str| s.node(node).map_or(0, |n| n.units);
+    assert_eq!(
+        on(&after, "replica-1") - on(&before, "replica-1"),
+        1,
+        "the read ran on the replica"
+    );
+    // a ticket that is not one is the client's mistake
+    let (status, _, _) = send(
+        &app,
+        Request::get(format!("/banners/{banner}/views?after=1%27%20OR%201=1"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // without a queue, the route says so instead of writing on the request path
+    let (status, _, _) = send(
+        &app::app(db.clone()),
+        Request::post(format!("/banners/{banner}/views"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    worker.stop().await;
+}

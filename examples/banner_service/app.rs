@@ -1,17 +1,20 @@
 //! The banner service's routes: seeds/002's banner, saved and read back at once.
 
-use axum::extract::{Path, State};
+use std::time::Duration;
+
+use axum::extract::{FromRef, Path, Query as UrlQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use entity::{author, banner};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DbErr};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm_replica::queue::{Command, Queue, RedisBroker, Ticket};
 use sea_orm_replica::shard::{ShardedDatabase, ShardedRepository};
 use sea_orm_replica::web::{CausalLayer, ShardChoice, ShardLayer};
-use sea_orm_replica::{ReplicaError, ReplicatedDatabase, Repository};
+use sea_orm_replica::{ReadOnly, ReplicaError, ReplicatedDatabase, Repository, UnitOptions};
 use serde::{Deserialize, Serialize};
 
 struct Banners;
@@ -46,6 +49,8 @@ impl From<banner::Model> for BannerOut {
 /// What a handler can fail with.
 pub enum ApiError {
     NotFound,
+    BadRequest(String),
+    Unavailable(String),
     Db(DbErr),
 }
 
@@ -57,7 +62,12 @@ impl From<DbErr> for ApiError {
 
 impl From<ReplicaError> for ApiError {
     fn from(err: ReplicaError) -> Self {
-        ApiError::Db(err.into())
+        match err {
+            ReplicaError::QueueFull { .. } | ReplicaError::Broker(_) => {
+                ApiError::Unavailable(err.to_string())
+            }
+            err => ApiError::Db(err.into()),
+        }
     }
 }
 
@@ -69,6 +79,19 @@ impl IntoResponse for ApiError {
                 Json(serde_json::json!({"error": "not found"})),
             )
                 .into_response(),
+            ApiError::BadRequest(why) => (
+                StatusCode::BAD_REQUEST,
+                Json(serde_json::json!({ "error": why })),
+            )
+                .into_response(),
+            ApiError::Unavailable(why) => {
+                tracing::warn!(%why, "queue unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(serde_json::json!({"error": "try again later"})),
+                )
+                    .into_response()
+            }
             ApiError::Db(err) => {
                 tracing::error!(%err, "database error");
                 (
@@ -123,6 +146,114 @@ async fn list(State(db): State<ReplicatedDatabase>) -> Result<Json<Vec<BannerOut
     ))
 }
 
+/// One view of a banner, counted write-behind: the request stores it on the queue and
+/// returns; a worker adds it to `banner_views`. One banner's views apply in order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddView {
+    pub banner_id: i32,
+}
+
+impl Command for AddView {
+    const NAME: &'static str = "add_view";
+    fn key(&self) -> Option<String> {
+        Some(self.banner_id.to_string())
+    }
+}
+
+/// The view counter's queue on `broker`: `AddView` adds one to the banner's row of
+/// `banner_views` (an upsert), in a read-write unit on the primary, exactly once.
+pub fn views_queue(broker: RedisBroker) -> Result<Queue, ReplicaError> {
+    Queue::builder("banner_views")
+        .broker(broker)
+        .handle(|view: AddView, unit| {
+            Box::pin(async move {
+                let views = Alias::new("views");
+                let upsert = Query::insert()
+                    .into_table(Alias::new("banner_views"))
+                    .columns([Alias::new("banner_id"), views.clone()])
+                    .values_panic([view.banner_id.into(), 1i64.into()])
+                    .on_conflict(
+                        OnConflict::column(Alias::new("banner_id"))
+                            .value(
+                                views.clone(),
+                                Expr::col((Alias::new("banner_views"), views)).add(1),
+                            )
+                            .to_owned(),
+                    )
+                    .to_owned();
+                unit.execute(&upsert).await.map(drop)
+            })
+        })
+        .build()
+}
+
+/// The service's state: the handle, and the view counter's queue when there is a broker.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: ReplicatedDatabase,
+    pub views: Option<Queue>,
+}
+
+impl FromRef<AppState> for ReplicatedDatabase {
+    fn from_ref(state: &AppState) -> Self {
+        state.db.clone()
+    }
+}
+
+/// `POST /banners/{id}/views` → 202 `{"ticket": …}` once the queue holds the view durably
+/// (no database round trip on the request path); 503 without a queue or when it is full.
+async fn add_view(
+    State(state): State<AppState>,
+    Path(id): Path<i32>,
+) -> Result<impl IntoResponse, ApiError> {
+    let queue = state
+        .views
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("no queue: set REDIS_URL".into()))?;
+    let ticket = queue.enqueue(&AddView { banner_id: id }).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "ticket": ticket.to_string() })),
+    ))
+}
+
+/// `GET /banners/{id}/views` query: `after`, a ticket from `POST …/views`.
+#[derive(Debug, Deserialize)]
+pub struct ViewsQuery {
+    pub after: Option<String>,
+}
+
+/// `GET /banners/{id}/views[?after=TICKET]` → `{"views": n}` from a replica. With `after`,
+/// waits (at most 2 s) until that view is applied, then reads only where its commit is
+/// visible: the client sees its own view counted.
+async fn views(
+    State(state): State<AppState>,
+    Path(id): Path<i32>,
+    UrlQuery(query): UrlQuery<ViewsQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut options = UnitOptions::new();
+    if let (Some(queue), Some(after)) = (&state.views, query.after) {
+        let ticket: Ticket = after
+            .parse()
+            .map_err(|_| ApiError::BadRequest("`after` is a ticket (a uuid)".into()))?;
+        if let Some(token) = queue.wait(&ticket, Duration::from_secs(2)).await? {
+            options = options.after(&token);
+        }
+    }
+    let unit = state.db.begin_unit::<ReadOnly>(options);
+    let select = Query::select()
+        .column(Alias::new("views"))
+        .from(Alias::new("banner_views"))
+        .and_where(Expr::col(Alias::new("banner_id")).eq(id))
+        .to_owned();
+    let row = unit.query_one(&select).await?;
+    let views = match row {
+        Some(row) => row.try_get_by_index::<i64>(0)?,
+        None => 0,
+    };
+    Ok(Json(serde_json::json!({ "banner_id": id, "views": views })))
+}
+
 /// The service: routes, state, and the request-scoped routing layer (causal tokens in a cookie).
 pub fn app(db: ReplicatedDatabase) -> Router {
     app_with(db, CausalLayer::new())
@@ -130,10 +261,26 @@ pub fn app(db: ReplicatedDatabase) -> Router {
 
 /// The service with a routing layer of your choosing (e.g. `CausalLayer::new().sticky(..)`).
 pub fn app_with(db: ReplicatedDatabase, layer: CausalLayer) -> Router {
+    app_with_state(AppState { db, views: None }, layer)
+}
+
+/// The service with the view counter's queue (a worker applies it: [`Queue::worker`]).
+pub fn app_with_views(db: ReplicatedDatabase, views: Queue) -> Router {
+    app_with_state(
+        AppState {
+            db,
+            views: Some(views),
+        },
+        CausalLayer::new(),
+    )
+}
+
+fn app_with_state(state: AppState, layer: CausalLayer) -> Router {
     Router::new()
         .route("/banners", post(create).get(list))
         .route("/banners/{id}", get(show))
-        .with_state(db)
+        .route("/banners/{id}/views", post(add_view).get(views))
+        .with_state(state)
         .layer(layer)
 }
 

@@ -9,12 +9,15 @@
 //! or, for the sharded mode (banners by author: `/authors/{author}/banners`), `DATABASE_SHARDS`
 //! with `DATABASE_URL_<SHARD>` / `DATABASE_REPLICA_URLS_<SHARD>` (`SOR_SHARDED=1` alone: two
 //! SQLite files),
+//! `REDIS_URL` (the view counter, `POST /banners/{id}/views`, goes write-behind through a Redis
+//! queue; unset, that route answers 503),
 //! `SOR_COOKIE_KEY` (hex, at least 32 bytes, e.g. `openssl rand -hex 32`: signs the token cookie;
 //! unset, a random key per process, so cookies do not survive a restart).
 
 mod app;
 
 use migration::Migrator;
+use sea_orm_replica::queue::RedisBroker;
 use sea_orm_replica::shard::{ShardedConfig, ShardedDatabase};
 use sea_orm_replica::{MigrateOptions, ReplicaConfig, ReplicaError, ReplicatedDatabase};
 
@@ -52,7 +55,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "banner service listening on http://{}",
         listener.local_addr()?
     );
-    axum::serve(listener, app::app(db)).await?;
+    // the view counter, write-behind, when there is a broker; its worker runs in this process
+    match std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let queue = app::views_queue(RedisBroker::connect(&url, "banner_views").await?)?;
+            let worker = queue.worker(db.clone()).spawn();
+            tracing::info!("views are counted write-behind through Redis");
+            axum::serve(listener, app::app_with_views(db, queue)).await?;
+            worker.stop().await;
+        }
+        None => axum::serve(listener, app::app(db)).await?,
+    }
     Ok(())
 }
 

@@ -1,8 +1,10 @@
-//! Migrations of the example schema: authors and banners, and the library's `sor_applied`.
+//! Migrations of the example schema: authors, banners and their view counts, and the
+//! library's `sor_applied`.
 
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_create_author_and_banner;
+mod m20261207_000002_create_banner_views;
 
 /// The example schema's migrator.
 pub struct Migrator;
@@ -14,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_create_author_and_banner::Migration),
             // where replayed units and queued commands record that they were applied
             Box::new(sea_orm_replica::replay::AppliedTableMigration),
+            Box::new(m20261207_000002_create_banner_views::Migration),
         ]
     }
 }
