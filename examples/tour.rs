@@ -203,12 +203,100 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         served_by(&db).await?
     );
 
+    println!("\n== a replayed read-write unit: run again across a primary failover, applied once");
+    let saved = db
+        .read_write_replayed(|unit| {
+            Box::pin(async move {
+                Banners::insert(
+                    unit,
+                    banner::ActiveModel {
+                        name: Set("replayed".into()),
+                        ..Default::default()
+                    },
+                )
+                .await
+            })
+        })
+        .await?;
+    println!(
+        "  saved banner {}; its identity is in sor_applied, so the server refuses a second application",
+        saved.id
+    );
+    queue_tour(&db, saved.id).await?;
+
     println!("\n== stats\n{}", db.stats());
     println!(
         "\n== status (what `cargo run --example status` prints)\n{}",
         db.status()
     );
     sharding().await
+}
+
+/// The write-behind queue (feature `queue-redis`, `REDIS_URL`): enqueue a command, wait for a
+/// worker to apply it, read it back on a replica after its commit's token.
+#[cfg(feature = "queue-redis")]
+async fn queue_tour(db: &ReplicatedDatabase, id: i32) -> Result<(), Box<dyn std::error::Error>> {
+    use sea_orm::sea_query::Expr;
+    use sea_orm_replica::queue::{Command, Queue, RedisBroker};
+    use sea_orm_replica::{ReadOnly, UnitOptions};
+    use serde::{Deserialize, Serialize};
+
+    let Some(url) = std::env::var("REDIS_URL").ok().filter(|u| !u.is_empty()) else {
+        println!("\n== the write-behind queue: set REDIS_URL to see it");
+        return Ok(());
+    };
+    println!("\n== the write-behind queue: enqueue → wait → read on a replica");
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Rename {
+        id: i32,
+        name: String,
+    }
+    impl Command for Rename {
+        const NAME: &'static str = "rename";
+        fn key(&self) -> Option<String> {
+            Some(self.id.to_string()) // one banner's renames apply in order
+        }
+    }
+    let queue = Queue::builder("tour")
+        .broker(RedisBroker::connect(&url, "tour").await?)
+        .handle(|r: Rename, unit| {
+            Box::pin(async move {
+                banner::Entity::update_many()
+                    .col_expr(banner::Column::Name, Expr::value(r.name))
+                    .filter(banner::Column::Id.eq(r.id))
+                    .exec(unit)
+                    .await
+                    .map(drop)
+            })
+        })
+        .build()?;
+    let worker = queue.worker(db.clone()).spawn();
+    let ticket = queue
+        .enqueue(&Rename {
+            id,
+            name: "renamed by the queue".into(),
+        })
+        .await?;
+    println!("  enqueued {ticket}: on Redis's disk, no database round trip on the way");
+    let token = queue
+        .wait(&ticket, Duration::from_secs(10))
+        .await?
+        .ok_or("not applied within 10 s")?;
+    println!("  applied by the worker; its commit's causal token: {token}");
+    let unit = db.begin_unit::<ReadOnly>(UnitOptions::new().after(&token));
+    let name = Banners::find_by_id(&unit, id).await?.map(|b| b.name);
+    let who = served_by(&unit).await?;
+    unit.commit().await?;
+    println!("  read back {name:?}; the server says: {who}");
+    println!("  {}", queue.status().await?);
+    worker.stop().await;
+    Ok(())
+}
+
+#[cfg(not(feature = "queue-redis"))]
+async fn queue_tour(_: &ReplicatedDatabase, _: i32) -> Result<(), Box<dyn std::error::Error>> {
+    println!("\n== the write-behind queue: run with `--features queue-redis` and REDIS_URL set");
+    Ok(())
 }
 
 /// Two shards (`DATABASE_SHARDS` and friends, or two SQLite files): banners placed by author.

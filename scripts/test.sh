@@ -34,9 +34,9 @@ cargo test --workspace --all-features
 step "the tour on SQLite"
 env -u DATABASE_URL -u DATABASE_REPLICA_URLS cargo run -q --example tour >/dev/null
 
-step "the tour on the PostgreSQL cluster"
+step "the tour on the PostgreSQL cluster, with the write-behind queue on the cluster's Redis"
 DATABASE_URL="$SOR_PG_PRIMARY_URL" DATABASE_REPLICA_URLS="$SOR_PG_REPLICA_URL,$SOR_PG_LAGGING_URL" \
-  cargo run -q --example tour >/dev/null
+  REDIS_URL="$SOR_REDIS_URL" cargo run -q --features queue-redis --example tour >/dev/null
 
 step "the banner service (SQLite), driven over HTTP with a cookie jar"
 command -v curl >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq curl >/dev/null; }
