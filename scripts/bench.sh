@@ -5,6 +5,7 @@
 #   scripts/bench.sh balancing    # benches/balancing.rs: balancers with one replica freezing (PostgreSQL)
 #   scripts/bench.sh read_heavy   # benches/read_heavy.rs: 90 % reads / 10 % writes, library vs hand-routed raw SeaORM (PostgreSQL)
 #   scripts/bench.sh sharding     # benches/sharding.rs: sharded handle, shard decision, fan-out, two-phase commit (PostgreSQL)
+#   scripts/bench.sh queue        # benches/queue.rs: the write-behind queue vs direct writes (PostgreSQL and Redis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-overhead}"
@@ -15,10 +16,11 @@ case "$bench" in
     balancing) clusters=pg ;;
     read_heavy) clusters=pg ;;
     sharding) clusters=pg ;;
-    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy | sharding)" >&2; exit 2 ;;
+    queue) clusters="pg redis"; set -- --features queue-redis "$@" ;;
+    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy | sharding | queue)" >&2; exit 2 ;;
 esac
-scripts/cluster.sh start "$clusters"
-trap 'scripts/cluster.sh stop "$clusters" || true' EXIT
+for c in $clusters; do scripts/cluster.sh start "$c"; done
+trap 'for c in $clusters; do scripts/cluster.sh stop "$c" || true; done' EXIT
 # shellcheck disable=SC1091
 source "${CLUSTER_DIR:-/tmp/sea-orm-replica-cluster}/env"
 cargo bench --bench "$bench" "$@"
