@@ -9,8 +9,9 @@
 //!    `appendfsync always`: returns once the AOF is fsynced) against a read-write unit doing
 //!    the command's write itself (one INSERT, commit); alternating one by one, p50 and p99.
 //! 2. **apply throughput**: N commands enqueued first, then one worker applies them all
-//!    (commands/s), reading 1 or 32 deliveries at a time (each applied in its own replayed
-//!    unit), against N direct read-write units one after another (writes/s).
+//!    (commands/s): reading 1 or 32 deliveries at a time, and applying 1 per transaction or 32
+//!    (`apply_batch`, one identity row each); against N direct read-write units one after
+//!    another, and 8 at once (writes/s).
 //! 3. **end to end**: enqueue, then `wait(ticket)` until the worker has applied it, with
 //!    the worker running; p50 and p99.
 //!
@@ -139,7 +140,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     drained(&q).await;
     w.stop().await;
     println!("2. apply throughput, {n} commands enqueued first, one worker (8 partitions)");
-    for batch in [1usize, 32] {
+    for (read, apply) in [(1usize, 1usize), (32, 1), (32, 32)] {
         for i in 0..n {
             q.enqueue(&Probe {
                 key: (i % 64) as u32,
@@ -148,12 +149,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         }
         let t = Instant::now();
-        let w = q.worker(db.clone()).batch(batch).spawn();
+        let w = q.worker(db.clone()).batch(read).apply_batch(apply).spawn();
         drained(&q).await;
         let took = t.elapsed();
         let stats = w.stop().await;
         println!(
-            "   read {batch:>2} at a time: {:8.0} commands/s ({} applied in {took:?})",
+            "   read {read:>2} at a time, {apply:>2} per transaction: {:8.0} commands/s ({} applied in {took:?})",
             n as f64 / took.as_secs_f64(),
             stats.applied
         );

@@ -156,17 +156,21 @@ pub fn applied_table() -> sea_orm::sea_query::TableCreateStatement {
         .to_owned()
 }
 
-/// The statement that records identity `id` (its run `attempt`) in the committing transaction.
-/// Plain text (a uuid's hyphenated hex and two integers), so it rides in the `COMMIT` message.
-pub fn record_applied_sql(id: &uuid::Uuid, attempt: u32) -> String {
+/// The statement that records identity `id` and any `more` (run `attempt`) in the committing
+/// transaction. Plain text (uuids' hyphenated hex and integers), so it rides in the `COMMIT`
+/// message.
+pub fn record_applied_sql(id: &uuid::Uuid, more: &[uuid::Uuid], attempt: u32) -> String {
+    use std::fmt::Write;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis();
-    format!(
-        "INSERT INTO {APPLIED_TABLE} (id, attempt, applied_at_ms) VALUES ('{}', {attempt}, {now})",
-        id.hyphenated()
-    )
+    let mut sql = format!("INSERT INTO {APPLIED_TABLE} (id, attempt, applied_at_ms) VALUES ");
+    for (i, id) in std::iter::once(id).chain(more).enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let _ = write!(sql, "{sep}('{}', {attempt}, {now})", id.hyphenated());
+    }
+    sql
 }
 
 /// The run of identity `id` that committed, if any (one column, `attempt`).

@@ -46,7 +46,9 @@ fn queue(broker: RedisBroker) -> Queue {
         .max_attempts(3)
         .handle(|w: Write, unit| {
             Box::pin(async move {
-                if w.poison && POISON.load(Ordering::Relaxed) {
+                if w.poison
+                    && (POISON.load(Ordering::Relaxed) || w.key.starts_with("always-poison"))
+                {
                     return Err(DbErr::Custom(format!("poison {}", w.seq)));
                 }
                 if w.slow {
@@ -308,6 +310,50 @@ async fn poison_commands_are_dead_lettered_and_the_key_goes_on() {
     }
     assert_eq!(s.queue.drop_dead_letter("1-1").await.unwrap(), None);
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_commit_together_and_a_poison_falls_back_one_by_one() {
+    let Some(s) = setup(None).await else { return };
+    let writes: Vec<Write> = (0..40)
+        .map(|seq| Write {
+            run: s.run.clone(),
+            key: "always-poison-k".into(),
+            seq,
+            poison: seq == 17,
+            slow: false,
+        })
+        .collect();
+    let mut tickets = Vec::new();
+    for w in &writes {
+        tickets.push(s.queue.enqueue(w).await.unwrap());
+    }
+    let worker = s
+        .queue
+        .worker(s.db.clone())
+        .apply_batch(8)
+        .retry_delay(Duration::from_millis(10))
+        .spawn();
+    for (i, t) in tickets.iter().enumerate() {
+        let outcome = s.queue.wait(t, Duration::from_secs(30)).await;
+        match i {
+            17 => assert!(
+                matches!(outcome, Err(ReplicaError::DeadLettered { .. })),
+                "{outcome:?}"
+            ),
+            _ => assert!(matches!(outcome, Ok(Some(_))), "{i}: {outcome:?}"),
+        }
+    }
+    let stats = worker.stop().await;
+    eprintln!("batches of 8 with a poison at 17: {stats:?}");
+    let present = rows(&s.db, &s.run).await;
+    let want: Vec<(String, i64)> = (0..40)
+        .filter(|&seq| seq != 17)
+        .map(|seq| ("always-poison-k".to_owned(), seq))
+        .collect();
+    assert_eq!(present, want, "every other command once, in order");
+    assert_eq!(stats.applied, 39);
+    assert_eq!(stats.dead_lettered, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

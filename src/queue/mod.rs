@@ -383,7 +383,7 @@ impl Queue {
         timeout: Duration,
     ) -> Result<Option<CausalToken>, ReplicaError> {
         let until = tokio::time::Instant::now() + timeout;
-        let mut pause = Duration::from_millis(2);
+        let mut pause = Duration::from_millis(1);
         loop {
             match self
                 .inner
@@ -405,7 +405,7 @@ impl Queue {
                 None => {
                     let left = until.saturating_duration_since(tokio::time::Instant::now());
                     tokio::time::sleep(pause.min(left)).await;
-                    pause = (pause * 2).min(Duration::from_millis(50));
+                    pause = (pause * 2).min(Duration::from_millis(20));
                 }
             }
         }

@@ -32,6 +32,7 @@
 use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sea_orm::{ConnectionTrait, DbErr, Statement, TransactionError};
@@ -144,10 +145,41 @@ impl ReplicatedDatabase {
         E: Display + Debug + Send,
     {
         let span = tracing::info_span!("replayed_unit", %id, runs = tracing::field::Empty);
-        self.replay(id, callback).instrument(span).await
+        self.replay(id, None, callback).instrument(span).await
     }
 
-    async fn replay<F, T, E>(&self, id: Uuid, callback: F) -> Result<T, TransactionError<E>>
+    /// A replayed unit that applies several identities at once (a queue worker's batch):
+    /// all are recorded by the one commit, so they commit together or not at all; `ids[0]`
+    /// is the one looked up. A second application of any of them refuses the whole unit.
+    pub(crate) async fn read_write_replayed_batch<F, T, E>(
+        &self,
+        ids: &[Uuid],
+        callback: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        F: for<'c> Fn(
+                &'c UnitOfWork<ReadWrite>,
+            ) -> Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'c>>
+            + Send
+            + Sync,
+        T: Send,
+        E: Display + Debug + Send,
+    {
+        let Some((&id, more)) = ids.split_first() else {
+            return Err(conn(ReplicaError::Config("an empty batch".into())));
+        };
+        let span = tracing::info_span!("replayed_unit", %id, batch = ids.len(), runs = tracing::field::Empty);
+        self.replay(id, Some(Arc::from(more)), callback)
+            .instrument(span)
+            .await
+    }
+
+    async fn replay<F, T, E>(
+        &self,
+        id: Uuid,
+        also: Option<Arc<[Uuid]>>,
+        callback: F,
+    ) -> Result<T, TransactionError<E>>
     where
         F: for<'c> Fn(
                 &'c UnitOfWork<ReadWrite>,
@@ -168,7 +200,11 @@ impl ReplicatedDatabase {
         loop {
             run += 1;
             tracing::Span::current().record("runs", run);
-            let unit = self.begin_unit::<ReadWrite>(UnitOptions::new().run_of(id, run));
+            let mut options = UnitOptions::new().run_of(id, run);
+            if let Some(also) = &also {
+                options = options.also_recording(also.clone());
+            }
+            let unit = self.begin_unit::<ReadWrite>(options);
             let outcome = callback(&unit).await;
             if unit.is_started() {
                 spent += 1;

@@ -72,6 +72,8 @@ pub struct UnitOptions {
     /// The unit's identity and which run of it this is: recorded in `sor_applied` by the
     /// transaction that commits it.
     identity: Option<(uuid::Uuid, u32)>,
+    /// More identities the same commit records (a queue worker's batch of commands).
+    also: Option<Arc<[uuid::Uuid]>>,
 }
 
 impl UnitOptions {
@@ -165,6 +167,13 @@ impl UnitOptions {
     /// Run `attempt` of the unit with identity `id` (a replay records which run committed).
     pub(crate) fn run_of(mut self, id: uuid::Uuid, attempt: u32) -> Self {
         self.identity = Some((id, attempt));
+        self
+    }
+
+    /// Identities the commit records besides the unit's own, with the same run (a batch of
+    /// queued commands applied in one transaction).
+    pub(crate) fn also_recording(mut self, ids: Arc<[uuid::Uuid]>) -> Self {
+        self.also = Some(ids);
         self
     }
 
@@ -394,7 +403,7 @@ impl<A: Access> UnitOfWork<A> {
     async fn commit_only(self) -> Result<(), DbErr> {
         let span = self.span.clone();
         let identity = self.recorded_identity();
-        let record = identity.map(|(id, attempt)| record_applied_sql(&id, attempt));
+        let record = self.record_sql();
         let result = match self.state.into_inner() {
             Some(Active::Txn(route, txn)) => {
                 route
@@ -430,6 +439,13 @@ impl<A: Access> UnitOfWork<A> {
     /// The identity this unit's commit records, if it records one.
     fn recorded_identity(&self) -> Option<(uuid::Uuid, u32)> {
         self.options.identity.filter(|_| self.records_identity())
+    }
+
+    /// The statement that records this unit's identities, if its commit records any.
+    fn record_sql(&self) -> Option<String> {
+        self.recorded_identity().map(|(id, attempt)| {
+            record_applied_sql(&id, self.options.also.as_deref().unwrap_or(&[]), attempt)
+        })
     }
 
     /// The unit's identity, if it has one ([`UnitOptions::identity`]).
@@ -753,7 +769,7 @@ impl<A: Access> UnitOfWork<A> {
             // the position (and the identity row) ride on the COMMIT: no extra round trip
             let txn = txn.clone();
             let identity = self.recorded_identity();
-            let record = identity.map(|(id, attempt)| record_applied_sql(&id, attempt));
+            let record = self.record_sql();
             drop(self);
             let position = route
                 .node
