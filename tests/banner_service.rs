@@ -297,6 +297,49 @@ async fn views_are_counted_write_behind_and_read_back() {
         1,
         "the read ran on the replica"
     );
+    // with the pending cookie instead of `after`: the layer waits for the client's views
+    let mut jar: Option<String> = None;
+    for _ in 0..2 {
+        let mut post = Request::post(format!("/banners/{banner}/views"));
+        if let Some(c) = &jar {
+            post = post.header(header::COOKIE, c);
+        }
+        let (status, _, cookie) = send(&app, post.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let cookie = cookie.expect("the pending cookie");
+        assert!(cookie.starts_with("sor_pending="), "{cookie}");
+        jar = Some(cookie);
+    }
+    let (status, body, cookie) = send(
+        &app,
+        Request::get(format!("/banners/{banner}/views"))
+            .header(header::COOKIE, jar.clone().unwrap())
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["views"].as_i64(),
+        Some(5),
+        "the cookie's two views counted"
+    );
+    assert_eq!(
+        cookie.as_deref(),
+        Some("sor_pending="),
+        "applied tickets leave the cookie"
+    );
+    // a forged pending cookie is ignored, as if absent
+    let forged = jar.unwrap().replace("sor_pending=", "sor_pending=x");
+    let (status, _, _) = send(
+        &app,
+        Request::get(format!("/banners/{banner}/views"))
+            .header(header::COOKIE, forged)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
     // a ticket that is not one is the client's mistake
     let (status, _, _) = send(
         &app,

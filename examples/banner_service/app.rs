@@ -264,14 +264,16 @@ pub fn app_with(db: ReplicatedDatabase, layer: CausalLayer) -> Router {
     app_with_state(AppState { db, views: None }, layer)
 }
 
-/// The service with the view counter's queue (a worker applies it: [`Queue::worker`]).
+/// The service with the view counter's queue (a worker applies it: [`Queue::worker`]). The
+/// layer carries a client's view tickets in a cookie, so its next GET waits for them.
 pub fn app_with_views(db: ReplicatedDatabase, views: Queue) -> Router {
+    let layer = CausalLayer::new().queue(views.clone(), Duration::from_secs(2));
     app_with_state(
         AppState {
             db,
             views: Some(views),
         },
-        CausalLayer::new(),
+        layer,
     )
 }
 

@@ -102,6 +102,11 @@ type Apply =
 pub struct Ticket(Uuid);
 
 impl Ticket {
+    /// The ticket of the command with identity `id`.
+    pub fn from_id(id: Uuid) -> Self {
+        Ticket(id)
+    }
+
     /// The command's identity (also its unit's identity in `sor_applied`).
     pub fn id(&self) -> Uuid {
         self.0
@@ -122,6 +127,26 @@ impl FromStr for Ticket {
             .map(Ticket)
             .map_err(|_| ReplicaError::Config("a ticket is a uuid".into()))
     }
+}
+
+tokio::task_local! {
+    /// The tickets enqueued inside a web request (the layer sends them back in a cookie).
+    static REQUEST_TICKETS: std::sync::Mutex<Vec<Uuid>>;
+}
+
+/// Runs `fut`, collecting the tickets of the commands enqueued inside it.
+pub(crate) async fn collecting_tickets<F: Future>(fut: F) -> (F::Output, Vec<Uuid>) {
+    let tickets = std::sync::Mutex::new(Vec::new());
+    let (out, tickets) = REQUEST_TICKETS
+        .scope(tickets, async move {
+            let out = fut.await;
+            let tickets = REQUEST_TICKETS
+                .try_with(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|p| p.into_inner())))
+                .unwrap_or_default();
+            (out, tickets)
+        })
+        .await;
+    (out, tickets)
 }
 
 /// The largest serialized command `enqueue` accepts.
@@ -369,6 +394,8 @@ impl Queue {
             .await
             .map_err(|e| broker_error(&self.inner.name, e))?;
         tracing::debug!(queue = %self.inner.name, %id, command = C::NAME, partition, "enqueued");
+        // inside a web request: the layer sends the ticket back, and waits for it next time
+        let _ = REQUEST_TICKETS.try_with(|t| t.lock().unwrap_or_else(|p| p.into_inner()).push(id));
         Ok(Ticket(id))
     }
 

@@ -39,7 +39,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{header, HeaderName, HeaderValue, Method, Request, Response};
 
 use super::signing::{KeySource, Kind, SigningKey};
-use crate::{CausalScope, ReplicaError};
+use crate::queue::{collecting_tickets, Queue, Ticket};
+use crate::{CausalScope, CausalToken, ReplicaError};
+
+/// The cookie that carries the tickets of a client's queued commands.
+pub const PENDING_COOKIE: &str = "sor_pending";
+
+/// Tickets one pending cookie carries at most (the newest are kept).
+pub const MAX_PENDING_TICKETS: usize = 16;
 
 /// Whether a request reads only or may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +77,8 @@ struct Config {
     sticky: Option<Duration>,
     /// Signs what goes out; what comes back unsigned is ignored.
     key: SigningKey,
+    /// Queued commands a request waits for (the pending cookie), and how long at most.
+    queue: Option<(Queue, Duration)>,
 }
 
 /// The layer. See the [module docs](self).
@@ -135,6 +144,7 @@ impl CausalLayer {
                 classify: None,
                 sticky: None,
                 key,
+                queue: None,
             }),
         }
     }
@@ -179,6 +189,16 @@ impl CausalLayer {
     /// the primary, and a replica lagging more than `window` still serves stale reads.
     pub fn sticky(self, window: Duration) -> Self {
         self.with(|c| c.sticky = Some(window))
+    }
+
+    /// Read your queued writes across requests: the tickets of commands a request enqueues on
+    /// `queue` go back in a signed cookie ([`PENDING_COOKIE`]), and a later read-only request
+    /// of that client first waits (up to `max_wait` in all) until they are applied, then runs
+    /// after their commits' tokens, so a GET after a queued POST reads its write from a
+    /// replica. Read-write requests carry the tickets on without waiting.
+    /// Tickets not applied within the wait stay in the cookie; applied ones leave it.
+    pub fn queue(self, queue: Queue, max_wait: Duration) -> Self {
+        self.with(|c| c.queue = Some((queue, max_wait)))
     }
 
     /// Overrides the access of one route (method and exact path).
@@ -252,10 +272,22 @@ impl Config {
     /// The request's scope: with the client's token, or (sticky) its last write's time. A
     /// sticky time later than now (beyond [`STICKY_CLOCK_SKEW`]) is ignored. Tokens beyond
     /// the primary's position are refused later, by routing (only it knows the primary).
-    fn scope<B>(&self, req: &Request<B>, read_only: bool) -> CausalScope {
+    fn scope<B>(
+        &self,
+        req: &Request<B>,
+        read_only: bool,
+        applied: Option<CausalToken>,
+    ) -> CausalScope {
         let incoming = self.incoming(req);
         match self.sticky {
-            None => CausalScope::new(read_only, incoming.and_then(|v| v.parse().ok())),
+            None => {
+                let token: Option<CausalToken> = incoming.and_then(|v| v.parse().ok());
+                let token = match (token, applied) {
+                    (Some(a), Some(b)) => Some(a.merge(&b)),
+                    (a, b) => a.or(b),
+                };
+                CausalScope::new(read_only, token)
+            }
             Some(window) => {
                 let latest = SystemTime::now() + STICKY_CLOCK_SKEW;
                 let last_write = incoming
@@ -289,6 +321,80 @@ impl Config {
             &payload,
             Duration::from_secs(self.cookie_max_age_secs),
         )
+    }
+
+    /// The tickets in the client's pending cookie, if it verifies (at most
+    /// [`MAX_PENDING_TICKETS`]; what does not parse is dropped).
+    fn pending<B>(&self, req: &Request<B>) -> Vec<uuid::Uuid> {
+        if self.queue.is_none() {
+            return Vec::new();
+        }
+        req.headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(k, _)| *k == PENDING_COOKIE)
+            .find_map(|(_, v)| self.key.open(Kind::Pending, v.trim_matches('"')))
+            .map(|payload| {
+                payload
+                    .split(',')
+                    .filter_map(|t| t.parse().ok())
+                    .take(MAX_PENDING_TICKETS)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Waits (up to the layer's bound in all) for `tickets`: the merged token of those
+    /// applied, and those still pending.
+    async fn wait_for(&self, tickets: Vec<uuid::Uuid>) -> (Option<CausalToken>, Vec<uuid::Uuid>) {
+        let Some((queue, max_wait)) = &self.queue else {
+            return (None, tickets);
+        };
+        let until = tokio::time::Instant::now() + *max_wait;
+        let (mut token, mut still): (Option<CausalToken>, Vec<uuid::Uuid>) = (None, Vec::new());
+        for id in tickets {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            match queue.wait(&Ticket::from_id(id), left).await {
+                Ok(Some(t)) => token = Some(token.map_or(t.clone(), |m| m.merge(&t))),
+                // dead-lettered: nothing will come of waiting
+                Err(ReplicaError::DeadLettered { .. }) => {}
+                Ok(None) | Err(_) => still.push(id),
+            }
+        }
+        (token, still)
+    }
+
+    /// Sets (or clears) the pending cookie when the tickets changed.
+    fn set_pending<B>(&self, resp: &mut Response<B>, before: &[uuid::Uuid], now: &[uuid::Uuid]) {
+        if before == now {
+            return;
+        }
+        let value = if now.is_empty() {
+            format!("{PENDING_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax")
+        } else {
+            let payload = now
+                .iter()
+                .map(uuid::Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let Some(sealed) = self.key.seal(
+                Kind::Pending,
+                &payload,
+                Duration::from_secs(self.cookie_max_age_secs),
+            ) else {
+                return;
+            };
+            format!(
+                "{PENDING_COOKIE}={sealed}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
+                self.cookie_max_age_secs
+            )
+        };
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            resp.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
 
     fn set_token<B>(&self, resp: &mut Response<B>, token: &str) {
@@ -355,17 +461,36 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let config = self.config.clone();
         let access = config.access(req.method(), req.uri().path());
-        let scope = config.scope(&req, access == RequestAccess::ReadOnly);
-        let before = scope.last_write();
+        let pending = config.pending(&req);
         let span = tracing::debug_span!("request_scope", ?access, path = req.uri().path());
         // the service that was made ready handles this request; a fresh clone waits for the next
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(tracing::Instrument::instrument(
             async move {
-                let mut resp = scope.run(inner.call(req)).await?;
+                // a read waits for the client's queued commands first: applied ones add their
+                // tokens; a write carries them on
+                let (applied, mut still) =
+                    if access == RequestAccess::ReadOnly && !pending.is_empty() {
+                        config.wait_for(pending.clone()).await
+                    } else {
+                        (None, pending.clone())
+                    };
+                let scope = config.scope(&req, access == RequestAccess::ReadOnly, applied);
+                let before = scope.last_write();
+                let (resp, enqueued) = if config.queue.is_some() {
+                    collecting_tickets(scope.run(inner.call(req))).await
+                } else {
+                    (scope.run(inner.call(req)).await, Vec::new())
+                };
+                let mut resp = resp?;
                 if let Some(token) = config.outgoing(&scope, before) {
                     config.set_token(&mut resp, &token);
+                }
+                if config.queue.is_some() && config.cookie.is_some() {
+                    still.extend(enqueued);
+                    let keep = still.len().saturating_sub(MAX_PENDING_TICKETS);
+                    config.set_pending(&mut resp, &pending, &still[keep..]);
                 }
                 Ok(resp)
             },

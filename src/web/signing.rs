@@ -43,6 +43,8 @@ pub(crate) enum Kind {
     Token,
     /// A sticky-after-write timestamp.
     Sticky,
+    /// Tickets of queued commands the client is waiting for.
+    Pending,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
         match self {
             Kind::Token => b"t",
             Kind::Sticky => b"s",
+            Kind::Pending => b"q",
         }
     }
 }
