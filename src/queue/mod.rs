@@ -135,6 +135,7 @@ tokio::task_local! {
 }
 
 /// Runs `fut`, collecting the tickets of the commands enqueued inside it.
+#[cfg(feature = "tower")]
 pub(crate) async fn collecting_tickets<F: Future>(fut: F) -> (F::Output, Vec<Uuid>) {
     let tickets = std::sync::Mutex::new(Vec::new());
     let (out, tickets) = REQUEST_TICKETS
