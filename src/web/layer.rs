@@ -250,7 +250,11 @@ impl Config {
                 return self.verified(kind, value);
             }
         }
-        let name = self.cookie.as_deref()?;
+        self.signed_cookie(req, self.cookie.as_deref()?, kind)
+    }
+
+    /// The first cookie called `name` whose value verifies as `kind`; its payload.
+    fn signed_cookie<'r, B>(&self, req: &'r Request<B>, name: &str, kind: Kind) -> Option<&'r str> {
         req.headers()
             .get_all(header::COOKIE)
             .iter()
@@ -329,14 +333,7 @@ impl Config {
         if self.queue.is_none() {
             return Vec::new();
         }
-        req.headers()
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .filter(|(k, _)| *k == PENDING_COOKIE)
-            .find_map(|(_, v)| self.key.open(Kind::Pending, v.trim_matches('"')))
+        self.signed_cookie(req, PENDING_COOKIE, Kind::Pending)
             .map(|payload| {
                 payload
                     .split(',')
