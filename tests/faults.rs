@@ -948,14 +948,15 @@ async fn replayed_writes_ride_over_a_promotion() {
     );
 }
 
-/// A table whose `COMMIT` takes `0.45 s` on the server for rows noted `slow` (a deferred
-/// constraint trigger sleeps), so a test can freeze the primary while the answer is in flight.
+/// A table whose `COMMIT` takes 3 s on the server for rows noted `slow` (a deferred
+/// constraint trigger sleeps; the unit lifts the server's statement timeout), so a test can
+/// freeze the primary while the answer is in flight, however slow the machine is to do it.
 async fn slow_commit_table(db: &ReplicatedDatabase) {
     let primary = db.primary();
     for sql in [
         "CREATE TABLE replay_probe (id serial PRIMARY KEY, run int NOT NULL, note text NOT NULL)",
         "CREATE FUNCTION replay_probe_slow() RETURNS trigger LANGUAGE plpgsql AS \
-         $$ BEGIN PERFORM pg_sleep(0.45); RETURN NULL; END $$",
+         $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$",
         "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON replay_probe DEFERRABLE INITIALLY DEFERRED \
          FOR EACH ROW WHEN (NEW.note = 'slow') EXECUTE FUNCTION replay_probe_slow()",
     ] {

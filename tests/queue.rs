@@ -685,3 +685,119 @@ async fn queued_commands_wait_out_a_primary_frozen_past_the_statement_bound() {
 
 /// The database fault tests start a cluster each: one at a time.
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A command of a sharded queue: applied on the primary of its customer's shard.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ShardedWrite {
+    customer: i64,
+    seq: u32,
+}
+
+impl Command for ShardedWrite {
+    const NAME: &'static str = "sharded_write";
+    fn key(&self) -> Option<String> {
+        Some(self.customer.to_string())
+    }
+    fn shard_key(&self) -> Option<sea_orm_replica::shard::ShardKey> {
+        Some(self.customer.into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_worker_applies_each_command_on_its_shard() {
+    use sea_orm_replica::shard::{Modulo, ShardedDatabase};
+    let files: Vec<common::TempFile> = (0..2)
+        .map(|_| {
+            common::TempFile(
+                std::env::temp_dir().join(format!("sor-queue-{}.sqlite", uuid::Uuid::new_v4())),
+            )
+        })
+        .collect();
+    let url = |f: &common::TempFile| format!("sqlite://{}?mode=rwc", f.0.display());
+    let shards = ShardedDatabase::builder()
+        .shard("a", ReplicatedDatabase::builder().primary(url(&files[0])))
+        .shard("b", ReplicatedDatabase::builder().primary(url(&files[1])))
+        .sharding(Modulo)
+        .connect()
+        .await
+        .unwrap();
+    shards
+        .migrate::<migration::Migrator>(MigrateOptions::new())
+        .await
+        .into_result()
+        .unwrap();
+    for (_, db) in shards.shards() {
+        db.primary()
+            .connection()
+            .execute_unprepared("CREATE TABLE sharded_probe (customer INTEGER, seq INTEGER)")
+            .await
+            .unwrap();
+    }
+    let redis = tokio::task::spawn_blocking(PrivateRedis::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("private redis: {e}"));
+    let queue = Queue::builder("sharded")
+        .broker(RedisBroker::connect(redis.url(), "sharded").await.unwrap())
+        .handle(|w: ShardedWrite, unit| {
+            Box::pin(async move {
+                unit.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "INSERT INTO sharded_probe (customer, seq) VALUES (?, ?)",
+                    [w.customer.into(), i64::from(w.seq).into()],
+                ))
+                .await
+                .map(drop)
+            })
+        })
+        .build()
+        .unwrap();
+    let mut tickets = Vec::new();
+    for seq in 0..40 {
+        let w = ShardedWrite {
+            customer: i64::from(seq % 4),
+            seq,
+        };
+        tickets.push(queue.enqueue(&w).await.unwrap());
+    }
+    let worker = queue.sharded_worker(shards.clone()).apply_batch(8).spawn();
+    wait_all(&queue, &tickets).await;
+    let stats = worker.stop().await;
+    assert_eq!(stats.applied, 40, "{stats:?}");
+    // each shard holds exactly its customers' rows, once each: even customers on a, odd on b
+    for (i, (name, db)) in shards.shards().enumerate() {
+        let rows: Vec<(i64, i64)> = db
+            .primary()
+            .connection()
+            .query_all_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT customer, seq FROM sharded_probe ORDER BY rowid",
+            ))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    r.try_get("", "customer").unwrap(),
+                    r.try_get("", "seq").unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(rows.len(), 20, "shard {name}");
+        assert!(
+            rows.iter().all(|(c, _)| c % 2 == i as i64),
+            "shard {name}: {rows:?}"
+        );
+        for customer in [i as i64, i as i64 + 2] {
+            let seqs: Vec<i64> = rows
+                .iter()
+                .filter(|(c, _)| *c == customer)
+                .map(|r| r.1)
+                .collect();
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "customer {customer} in order"
+            );
+        }
+    }
+}

@@ -87,6 +87,13 @@ pub trait Command: Serialize + DeserializeOwned + Clone + Send + Sync + 'static 
     fn key(&self) -> Option<String> {
         None
     }
+
+    /// On a sharded handle ([`Queue::sharded_worker`]): the shard key whose shard's primary
+    /// applies the command (usually the same value as [`key`](Self::key)). `None` there is a
+    /// failed attempt.
+    fn shard_key(&self) -> Option<ShardKey> {
+        None
+    }
 }
 
 /// What a handler returns.
@@ -95,6 +102,16 @@ pub type HandlerFuture<'c> = Pin<Box<dyn Future<Output = Result<(), DbErr>> + Se
 /// A registered handler, type-erased: deserializes the payload, then applies it in the unit.
 type Apply =
     Arc<dyn for<'c> Fn(&str, &'c UnitOfWork<ReadWrite>) -> HandlerFuture<'c> + Send + Sync>;
+
+/// A registered command's shard key, from its payload.
+type Locate = Arc<dyn Fn(&str) -> Option<ShardKey> + Send + Sync>;
+
+/// What a worker needs of a registered command.
+#[derive(Clone)]
+pub(crate) struct Handler {
+    apply: Apply,
+    locate: Locate,
+}
 
 /// The identity of an enqueued command: its uuid v7. Print it into a cookie or a response;
 /// parse it back with `str::parse`.
@@ -161,7 +178,7 @@ pub struct QueueBuilder {
     max_pending: u64,
     max_attempts: u32,
     keep_outcome: Duration,
-    handlers: HashMap<&'static str, Apply>,
+    handlers: HashMap<&'static str, Handler>,
 }
 
 impl fmt::Debug for QueueBuilder {
@@ -225,7 +242,12 @@ impl QueueBuilder {
                     }
                 },
             );
-        self.handlers.insert(C::NAME, apply);
+        let locate: Locate = Arc::new(|payload| {
+            serde_json::from_str::<C>(payload)
+                .ok()
+                .and_then(|c| c.shard_key())
+        });
+        self.handlers.insert(C::NAME, Handler { apply, locate });
         self
     }
 
@@ -265,7 +287,7 @@ pub(crate) struct QueueInner {
     max_pending: u64,
     max_attempts: u32,
     keep_outcome: Duration,
-    handlers: HashMap<&'static str, Apply>,
+    handlers: HashMap<&'static str, Handler>,
 }
 
 /// A durable write-behind queue of typed commands (see the [module](self)). Cheap to clone.
@@ -513,6 +535,13 @@ impl Queue {
 
     /// A worker that applies this queue's commands on `db`'s primary.
     pub fn worker(&self, db: crate::ReplicatedDatabase) -> WorkerBuilder {
-        WorkerBuilder::new(self.inner.clone(), db)
+        WorkerBuilder::new(self.inner.clone(), worker::Target::One(db))
+    }
+
+    /// A worker that applies each command on the primary of the shard of its
+    /// [`shard_key`](Command::shard_key). A batch ([`WorkerBuilder::apply_batch`]) spanning
+    /// shards is applied one command at a time.
+    pub fn sharded_worker(&self, shards: crate::shard::ShardedDatabase) -> WorkerBuilder {
+        WorkerBuilder::new(self.inner.clone(), worker::Target::Sharded(shards))
     }
 }

@@ -11,6 +11,7 @@ use tracing::Instrument;
 
 use super::broker::Delivery;
 use super::QueueInner;
+use crate::shard::ShardedDatabase;
 use crate::unit::scope::CausalScope;
 use crate::{ReplicaError, ReplicatedDatabase};
 
@@ -54,10 +55,19 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Where a worker applies commands.
+#[derive(Clone)]
+pub(crate) enum Target {
+    /// One replicated cluster's primary.
+    One(ReplicatedDatabase),
+    /// The primary of each command's shard.
+    Sharded(ShardedDatabase),
+}
+
 /// Builds a [`Worker`].
 pub struct WorkerBuilder {
     queue: Arc<QueueInner>,
-    db: ReplicatedDatabase,
+    db: Target,
     lease: Duration,
     block: Duration,
     batch: usize,
@@ -75,7 +85,7 @@ impl std::fmt::Debug for WorkerBuilder {
 }
 
 impl WorkerBuilder {
-    pub(crate) fn new(queue: Arc<QueueInner>, db: ReplicatedDatabase) -> Self {
+    pub(crate) fn new(queue: Arc<QueueInner>, db: Target) -> Self {
         WorkerBuilder {
             queue,
             db,
@@ -202,7 +212,7 @@ enum Applied {
 
 struct PartitionRun {
     queue: Arc<QueueInner>,
-    db: ReplicatedDatabase,
+    db: Target,
     owner: Arc<str>,
     partition: u32,
     lease: Duration,
@@ -379,21 +389,50 @@ impl PartitionRun {
     /// Applies `deliveries` in one replayed unit recording every command's identity.
     async fn apply_many(&self, deliveries: &[Delivery]) -> Applied {
         let mut steps = Vec::with_capacity(deliveries.len());
+        let mut shard: Option<&str> = None;
         for delivery in deliveries {
             let message = &delivery.message;
-            let Some(apply) = self.queue.handlers.get(message.name.as_str()).cloned() else {
+            let Some(handler) = self.queue.handlers.get(message.name.as_str()) else {
                 return Applied::Failed(format!(
                     "no handler for command `{}` in this worker",
                     message.name
                 ));
             };
-            steps.push((apply, Arc::<str>::from(message.payload.as_str())));
+            if let Target::Sharded(shards) = &self.db {
+                let Some(key) = (handler.locate)(&message.payload) else {
+                    return Applied::Failed(format!(
+                        "command `{}` has no shard key (Command::shard_key) for a sharded worker",
+                        message.name
+                    ));
+                };
+                let name = match shards.locate(key).await {
+                    Ok(name) => name,
+                    Err(e) => return Applied::Failed(e.to_string()),
+                };
+                if shard.is_some_and(|s| s != name) {
+                    // a batch across shards: one by one
+                    return Applied::Before;
+                }
+                shard = Some(name);
+            }
+            steps.push((
+                handler.apply.clone(),
+                Arc::<str>::from(message.payload.as_str()),
+            ));
         }
+        let db = match (&self.db, shard) {
+            (Target::One(db), _) => db,
+            (Target::Sharded(shards), Some(name)) => match shards.shard_named(name) {
+                Ok(db) => db,
+                Err(e) => return Applied::Failed(e.to_string()),
+            },
+            (Target::Sharded(_), None) => return Applied::Failed("an empty batch".into()),
+        };
         let steps = Arc::new(steps);
         let ids: Vec<uuid::Uuid> = deliveries.iter().map(|d| d.message.id).collect();
         let scope = CausalScope::new(false, None);
         let result = scope
-            .run(self.db.read_write_replayed_batch(&ids, move |unit| {
+            .run(db.read_write_replayed_batch(&ids, move |unit| {
                 let steps = steps.clone();
                 Box::pin(async move {
                     for (apply, payload) in steps.iter() {
