@@ -79,6 +79,8 @@ pub struct RedisBroker {
     conn: ConnectionManager,
     /// One connection per partition for blocking reads (a blocked connection answers nothing else).
     readers: Mutex<HashMap<u32, ConnectionManager>>,
+    /// Partitions whose consumer group this process has made sure of.
+    grouped: std::sync::Mutex<std::collections::HashSet<u32>>,
     prefix: String,
     scripts: Scripts,
 }
@@ -125,6 +127,7 @@ impl RedisBroker {
             client,
             conn,
             readers: Mutex::new(HashMap::new()),
+            grouped: std::sync::Mutex::new(std::collections::HashSet::new()),
             prefix: format!("sor:{{{name}}}"),
             scripts: Scripts {
                 publish: Script::new(PUBLISH),
@@ -239,7 +242,13 @@ impl Broker for RedisBroker {
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
-        if got == 1 {
+        let known = || {
+            self.grouped
+                .lock()
+                .map(|g| g.contains(&partition))
+                .unwrap_or(false)
+        };
+        if got == 1 && !known() {
             let created: Result<(), _> = self
                 .conn
                 .clone()
@@ -249,6 +258,9 @@ impl Broker for RedisBroker {
                 Ok(()) => {}
                 Err(e) if e.code() == Some("BUSYGROUP") => {}
                 Err(e) => return Err(unavailable(e)),
+            }
+            if let Ok(mut g) = self.grouped.lock() {
+                g.insert(partition);
             }
         }
         Ok(got == 1)

@@ -16,7 +16,7 @@ use crate::unit::scope::CausalScope;
 use crate::{ReplicaError, ReplicatedDatabase};
 
 /// What a worker has done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct WorkerStats {
     /// Commands applied (committed by this worker).
     pub applied: u64,
@@ -28,10 +28,12 @@ pub struct WorkerStats {
     pub dead_lettered: u64,
     /// Waits for the primary (or the broker) to come back.
     pub waits: u64,
+    /// Commands applied per second since the worker started.
+    pub applied_per_sec: f64,
 }
 
-#[derive(Default)]
 struct Counters {
+    started: std::time::Instant,
     applied: AtomicU64,
     skipped: AtomicU64,
     retries: AtomicU64,
@@ -40,9 +42,22 @@ struct Counters {
 }
 
 impl Counters {
+    fn new() -> Self {
+        Counters {
+            started: std::time::Instant::now(),
+            applied: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            waits: AtomicU64::new(0),
+        }
+    }
+
     fn snapshot(&self) -> WorkerStats {
+        let applied = self.applied.load(Ordering::Relaxed);
         WorkerStats {
-            applied: self.applied.load(Ordering::Relaxed),
+            applied,
+            applied_per_sec: applied as f64 / self.started.elapsed().as_secs_f64().max(1e-3),
             skipped: self.skipped.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
@@ -130,7 +145,7 @@ impl WorkerBuilder {
     /// Starts the worker: one task per partition, each applying when it owns the partition.
     pub fn spawn(self) -> Worker {
         let (stop, stopped) = watch::channel(false);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new());
         let owner: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
         let tasks = (0..self.queue.partitions)
             .map(|partition| {
