@@ -395,6 +395,42 @@ async fn a_full_queue_refuses_typed_and_stores_nothing() {
         Err(ReplicaError::Config(_))
     ));
     assert!("not-a-ticket".parse::<Ticket>().is_err());
+    // queue names that would reach outside the queue's hash tag, or are not names at all
+    for name in ["", "a}:x", "a b", "{x}", &"n".repeat(65), "a\nb", "sor:*"] {
+        assert!(
+            matches!(
+                RedisBroker::connect(s.redis.url(), name).await,
+                Err(ReplicaError::Config(_))
+            ),
+            "{name:?}"
+        );
+    }
+    // a URL that is not one, and a command larger than MAX_PAYLOAD
+    assert!(matches!(
+        RedisBroker::connect("redis://[::1", "probe").await,
+        Err(ReplicaError::Config(_))
+    ));
+    let huge = Write {
+        run: "x".repeat(sea_orm_replica::queue::MAX_PAYLOAD),
+        key: "k".into(),
+        seq: 0,
+        poison: false,
+        slow: false,
+    };
+    let open = Queue::builder("probe")
+        .broker(RedisBroker::connect(s.redis.url(), "probe").await.unwrap())
+        .handle(|_: Write, _unit| Box::pin(async { Ok(()) }))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        open.enqueue(&huge).await,
+        Err(ReplicaError::Config(_))
+    ));
+    assert_eq!(
+        s.queue.status().await.unwrap().pending,
+        3,
+        "nothing more stored"
+    );
     drop(s.redis);
 }
 
