@@ -223,6 +223,8 @@ enum Applied {
     Wait(String),
     /// The command failed (its handler, its payload, the server refusing it): an attempt.
     Failed(String),
+    /// A batch whose commands live on different shards: apply them one by one.
+    Split,
 }
 
 struct PartitionRun {
@@ -245,9 +247,20 @@ impl PartitionRun {
         let mut redeliver = true;
         let mut owned = false;
         let mut pause = self.retry_delay;
+        // the lease is renewed a third of the way through, not at every read
+        let renew_every = self.lease / 3;
+        let mut renewed: Option<std::time::Instant> = None;
         while !*stopped.borrow() {
-            match broker.own(self.partition, &self.owner, self.lease).await {
+            let due = renewed.is_none_or(|at| at.elapsed() >= renew_every);
+            match if due {
+                broker.own(self.partition, &self.owner, self.lease).await
+            } else {
+                Ok(true)
+            } {
                 Ok(true) => {
+                    if due {
+                        renewed = Some(std::time::Instant::now());
+                    }
                     if !owned {
                         tracing::debug!(owner = %self.owner, "partition taken");
                         owned = true;
@@ -256,10 +269,12 @@ impl PartitionRun {
                 }
                 Ok(false) => {
                     owned = false;
-                    idle(&mut stopped, self.lease / 3).await;
+                    renewed = None;
+                    idle(&mut stopped, renew_every).await;
                     continue;
                 }
                 Err(e) => {
+                    renewed = None;
                     tracing::warn!(error = %e, "broker unavailable; waiting");
                     bump(&self.counters.waits);
                     idle(&mut stopped, pause).await;
@@ -299,15 +314,13 @@ impl PartitionRun {
         }
     }
 
-    /// Applies `deliveries` in order; stops at the first that must be tried again (`Err`:
-    /// the least wait before that).
+    /// Applies `deliveries` in order, [`apply_batch`](WorkerBuilder::apply_batch) at a time;
+    /// stops at the first that must be tried again (`Err`: the least wait before that).
     async fn apply_in_order(
         &self,
         deliveries: &[Delivery],
         stopped: &mut watch::Receiver<bool>,
     ) -> Result<(), Duration> {
-        let broker = &self.queue.broker;
-        let mut single = Vec::new();
         for chunk in deliveries.chunks(self.apply_batch) {
             if *stopped.borrow() {
                 return Ok(());
@@ -316,84 +329,70 @@ impl PartitionRun {
                 match self.apply_many(chunk).await {
                     Applied::Done(token) => {
                         for delivery in chunk {
-                            bump(&self.counters.applied);
-                            broker
-                                .ack(self.partition, delivery, &token, self.queue.keep_outcome)
-                                .await
-                                .map_err(|_| self.retry_delay)?;
+                            self.settle(delivery, Applied::Done(token.clone())).await?;
                         }
                         continue;
                     }
-                    Applied::Wait(why) => {
-                        tracing::warn!(reason = %why, "primary unavailable; waiting");
-                        bump(&self.counters.waits);
-                        return Err(self.retry_delay);
-                    }
-                    // one of them failed or was applied before: one by one
-                    Applied::Before | Applied::Failed(_) => {}
+                    wait @ Applied::Wait(_) => return self.settle(&chunk[0], wait).await,
+                    // one of them failed, was applied before, or they span shards: one by one
+                    Applied::Before | Applied::Failed(_) | Applied::Split => {}
                 }
             }
-            single.clear();
-            single.extend(chunk.iter());
-            self.apply_each(&single, stopped).await?;
+            for delivery in chunk {
+                if *stopped.borrow() {
+                    return Ok(());
+                }
+                let outcome = self.apply(delivery).await;
+                self.settle(delivery, outcome).await?;
+            }
         }
         Ok(())
     }
 
-    /// Applies `deliveries` one per unit, in order; stops at the first that must be tried
-    /// again (`Err`: the least wait before that).
-    async fn apply_each(
-        &self,
-        deliveries: &[&Delivery],
-        stopped: &mut watch::Receiver<bool>,
-    ) -> Result<(), Duration> {
+    /// Acts on what applying `delivery` came to: acknowledges it (applied now or before),
+    /// or counts the failure and dead-letters it once it failed too often. `Err`: try it
+    /// again after this wait.
+    async fn settle(&self, delivery: &Delivery, outcome: Applied) -> Result<(), Duration> {
         let broker = &self.queue.broker;
-        for &delivery in deliveries {
-            if *stopped.borrow() {
-                return Ok(());
+        let acked = match outcome {
+            Applied::Done(token) => {
+                bump(&self.counters.applied);
+                broker
+                    .ack(self.partition, delivery, &token, self.queue.keep_outcome)
+                    .await
             }
-            let outcome = self.apply(delivery).await;
-            let acked = match outcome {
-                Applied::Done(token) => {
-                    bump(&self.counters.applied);
-                    broker
-                        .ack(self.partition, delivery, &token, self.queue.keep_outcome)
-                        .await
-                }
-                Applied::Before => {
-                    bump(&self.counters.skipped);
-                    broker
-                        .ack(self.partition, delivery, "", self.queue.keep_outcome)
-                        .await
-                }
-                Applied::Wait(why) => {
-                    tracing::warn!(id = %delivery.message.id, reason = %why, "primary unavailable; waiting");
-                    bump(&self.counters.waits);
-                    return Err(self.retry_delay);
-                }
-                Applied::Failed(error) => {
-                    let attempts = match broker.failed(delivery).await {
-                        Ok(n) => n,
-                        Err(_) => return Err(self.retry_delay),
-                    };
-                    if attempts < self.queue.max_attempts {
-                        tracing::warn!(id = %delivery.message.id, attempts, %error, "command failed; retrying");
-                        bump(&self.counters.retries);
-                        return Err(self.retry_delay);
-                    }
-                    tracing::error!(id = %delivery.message.id, attempts, %error, "command failed too often; dead-lettered");
-                    bump(&self.counters.dead_lettered);
-                    broker
-                        .dead_letter(self.partition, delivery, &error, attempts)
-                        .await
-                }
-            };
-            if acked.is_err() {
-                // applied (or dead-lettered) but not acknowledged: redelivered, then skipped
+            Applied::Before => {
+                bump(&self.counters.skipped);
+                broker
+                    .ack(self.partition, delivery, "", self.queue.keep_outcome)
+                    .await
+            }
+            Applied::Wait(why) => {
+                tracing::warn!(id = %delivery.message.id, reason = %why, "primary unavailable; waiting");
+                bump(&self.counters.waits);
                 return Err(self.retry_delay);
             }
-        }
-        Ok(())
+            // only a batch spans shards; one delivery never does
+            Applied::Split => return Err(self.retry_delay),
+            Applied::Failed(error) => {
+                let attempts = broker
+                    .failed(delivery)
+                    .await
+                    .map_err(|_| self.retry_delay)?;
+                if attempts < self.queue.max_attempts {
+                    tracing::warn!(id = %delivery.message.id, attempts, %error, "command failed; retrying");
+                    bump(&self.counters.retries);
+                    return Err(self.retry_delay);
+                }
+                tracing::error!(id = %delivery.message.id, attempts, %error, "command failed too often; dead-lettered");
+                bump(&self.counters.dead_lettered);
+                broker
+                    .dead_letter(self.partition, delivery, &error, attempts)
+                    .await
+            }
+        };
+        // applied (or dead-lettered) but not acknowledged: redelivered, then skipped
+        acked.map_err(|_| self.retry_delay)
     }
 
     /// Applies one delivery in a replayed unit whose identity is the command's id.
@@ -425,8 +424,7 @@ impl PartitionRun {
                     Err(e) => return Applied::Failed(e.to_string()),
                 };
                 if shard.is_some_and(|s| s != name) {
-                    // a batch across shards: one by one
-                    return Applied::Before;
+                    return Applied::Split;
                 }
                 shard = Some(name);
             }
