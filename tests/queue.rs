@@ -357,6 +357,32 @@ async fn batches_commit_together_and_a_poison_falls_back_one_by_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_enqueue_retried_under_its_id_is_applied_once() {
+    let Some(s) = setup(None).await else { return };
+    let mut tickets = Vec::new();
+    for step in 0..30u32 {
+        let id = uuid::Uuid::now_v7();
+        let w = Write {
+            run: s.run.clone(),
+            key: format!("drop-{step}"),
+            seq: step,
+            poison: false,
+            slow: false,
+        };
+        // dropped before, while or after Redis stores it; then enqueued again, same id
+        let cut = Duration::from_micros(u64::from(step) * 40);
+        let _ = tokio::time::timeout(cut, s.queue.enqueue_as(id, &w)).await;
+        tickets.push(s.queue.enqueue_as(id, &w).await.expect("enqueue"));
+    }
+    let worker = s.queue.worker(s.db.clone()).spawn();
+    wait_all(&s.queue, &tickets).await;
+    let stats = worker.stop().await;
+    eprintln!("30 enqueues dropped at 0..1.2 ms and retried: {stats:?}");
+    assert_once_in_order(&rows(&s.db, &s.run).await, 30);
+    assert_eq!(stats.applied, 30, "a command stored twice is applied once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_typed_and_stores_nothing() {
     let Some(s) = setup(Some(3)).await else {
         return;
