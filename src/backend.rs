@@ -208,6 +208,16 @@ impl std::fmt::Display for ServerIdentity {
 }
 
 impl Dialect {
+    /// OpenTelemetry's `db.system.name`: `postgresql`, `mysql` (MariaDB too) or `sqlite`.
+    pub fn system_name(self) -> &'static str {
+        match self.0 {
+            DbBackend::Postgres => "postgresql",
+            DbBackend::MySql => "mysql",
+            DbBackend::Sqlite => "sqlite",
+            _ => "other_sql",
+        }
+    }
+
     /// Where `ORDER BY … ASC` puts NULLs: last on PostgreSQL (NULL sorts as the largest
     /// value), first on MySQL/MariaDB and SQLite (the smallest). A fan-out merge sorts as the
     /// shards did.

@@ -51,6 +51,8 @@ struct Inner {
     counters: HandleCounters,
     retry: ReadRetry,
     replay: crate::replay::ReplayBudget,
+    /// Statement spans carry `db.query.text` (never parameters).
+    query_text: bool,
 }
 
 /// How read-only units move on when nodes fail at the connection level.
@@ -203,6 +205,7 @@ pub struct ReplicatedDatabaseBuilder {
     max_lag: Option<Duration>,
     monitor_interval: Option<Duration>,
     shard: Option<Arc<str>>,
+    query_text: bool,
 }
 
 /// How long a read-only unit with a causal token waits for a replica, unless told otherwise.
@@ -279,6 +282,16 @@ impl ReplicatedDatabaseBuilder {
     /// running on the primary. Default: [`DEFAULT_CAUSAL_WAIT`] (100 ms); zero never waits.
     pub fn causal_wait(mut self, wait: Duration) -> Self {
         self.causal_wait = Some(wait);
+        self
+    }
+
+    /// Statement spans record the statement's text as `db.query.text` (OpenTelemetry's name).
+    /// Parameters are never recorded: SeaORM sends values as bind parameters, so the text
+    /// holds placeholders — but a statement you build by hand with literals in it shows them,
+    /// which is why this is off by default. Every statement span has `db.operation.name` and
+    /// `db.query.summary` (`SELECT banner`) either way.
+    pub fn record_query_text(mut self, enabled: bool) -> Self {
+        self.query_text = enabled;
         self
     }
 
@@ -472,7 +485,9 @@ impl ReplicatedDatabaseBuilder {
             counters: HandleCounters::default(),
             retry: self.retry.unwrap_or(DEFAULT_READ_RETRY),
             replay: self.replay.unwrap_or_default(),
+            query_text: self.query_text,
         });
+        crate::observe::describe();
         if backend != DbBackend::Sqlite {
             let interval = self.monitor_interval.unwrap_or(DEFAULT_MONITOR_INTERVAL);
             let timeout = self.check_timeout.unwrap_or(DEFAULT_CHECK_TIMEOUT);
@@ -567,6 +582,11 @@ impl ReplicatedDatabase {
         Status::collect(&self.inner.router)
     }
 
+    /// True when statement spans carry the statement's text.
+    pub(crate) fn records_query_text(&self) -> bool {
+        self.inner.query_text
+    }
+
     pub(crate) fn read_retry(&self) -> ReadRetry {
         self.inner.retry
     }
@@ -650,6 +670,9 @@ impl ReplicatedDatabase {
                         && started.elapsed() < retry.budget =>
                 {
                     tracing::warn!(parent: unit.span(), error = %err, attempt, "read-only unit failed with its node; running it again elsewhere");
+                    if let Some(route) = unit.route() {
+                        route.node.metrics.read_retry();
+                    }
                     let _ = unit.rollback().await;
                     attempt += 1;
                 }

@@ -57,6 +57,7 @@
 //! | [`backend`] | per-backend SQL: roles, identities, replication positions; [`ServerRole`], [`Probe`] |
 //! | &nbsp;&nbsp;`backend::sqlite_read_only` (internal) | the SQLite authorizer every read-only session gets |
 //! | [`consistency`] | plain values: positions, causal tokens (LSN, GTID), [`Consistency`] |
+//! | [`observe`] | span and metric names (OpenTelemetry's), metrics through the `metrics` facade at no cost unheard; a Prometheus recorder |
 #![warn(missing_docs)]
 
 pub mod backend;
@@ -66,6 +67,7 @@ pub mod database;
 pub mod error;
 pub mod migrate;
 pub mod node;
+pub mod observe;
 pub mod queue;
 pub mod replay;
 pub mod repository;

@@ -26,6 +26,8 @@ use serde::Serialize;
 use crate::backend::Dialect;
 pub use crate::backend::{Probe, ServerRole};
 use crate::consistency::Position;
+use crate::observe::record::{Address, NodeMetrics, Played};
+pub use crate::observe::PoolUse;
 use pools::Pools;
 pub(crate) use sessions::Sessions;
 use stats::NodeCounters;
@@ -77,6 +79,10 @@ pub struct Node {
     /// so a node that stops answering cannot hold a caller.
     statement_bound: Option<Duration>,
     pub(crate) counters: NodeCounters,
+    /// The node's metric keys, built once.
+    pub(crate) metrics: NodeMetrics,
+    /// Lag and health at the monitor's last rounds, for the status page's chart.
+    history: Mutex<VecDeque<Sample>>,
     epoch: Instant,
     breaker: Breaker,
     /// True while the circuit is open (the node failed and has not answered a check since).
@@ -154,9 +160,27 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 2)
 }
 
+/// One point of a node's recent history: when, its lag then (`None`: unknown), and whether it
+/// was up.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Sample {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Replication lag in milliseconds; `None` while unknown (down, or not a replica).
+    pub lag_ms: Option<u64>,
+    /// Up (in routing) then.
+    pub up: bool,
+}
+
+/// How many samples a node keeps: ten minutes at the default 500 ms monitor interval.
+const HISTORY: usize = 1200;
+
 impl Node {
     pub(crate) fn new(parts: NodeParts) -> Self {
+        let metrics = NodeMetrics::new(&parts.name, &Address::of(&parts.redacted_url));
         Node {
+            metrics,
+            history: Mutex::new(VecDeque::new()),
             name: parts.name,
             role: parts.role,
             redacted_url: parts.redacted_url,
@@ -319,6 +343,10 @@ impl Node {
         !self.is_down() || self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn is_monitored(&self) -> bool {
+        self.monitored.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_monitored(&self) {
         self.monitored.store(true, Ordering::Relaxed);
     }
@@ -342,6 +370,7 @@ impl Node {
         if !self.down.swap(true, Ordering::Relaxed) {
             self.down_since_ms.store(now, Ordering::Relaxed);
             tracing::warn!(node = %self.name, reason = why, "node down; next check in {backoff:?}");
+            self.metrics.breaker(true);
         }
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why.to_owned());
         self.set_lag(None);
@@ -352,6 +381,7 @@ impl Node {
         self.failures.store(0, Ordering::Relaxed);
         if self.down.swap(false, Ordering::Relaxed) {
             tracing::info!(node = %self.name, "node answers again: back in routing");
+            self.metrics.breaker(false);
         }
     }
 
@@ -475,6 +505,7 @@ impl Node {
             u64::try_from(d.as_millis()).unwrap_or(LAG_UNKNOWN - 1)
         });
         self.lag_ms.store(ms, Ordering::Relaxed);
+        self.metrics.lag(lag);
     }
 
     /// True when the node's measured lag is within `bound` (an unknown lag is not).
@@ -546,6 +577,63 @@ impl Node {
         if crate::ReplicaError::is_connection_level(err) {
             self.mark_down(&err.to_string());
         }
+    }
+
+    /// The role this node plays now, for spans and metrics: what the server reported at the
+    /// last check, the configured role until then.
+    pub(crate) fn played(&self) -> Played {
+        match (self.server_role(), self.role) {
+            (ServerRole::Primary, _) | (ServerRole::Unknown, Role::Primary) => Played::Primary,
+            _ => Played::Replica,
+        }
+    }
+
+    /// Its pools' connections now: read-write sessions, then read-only ones.
+    pub fn pool_use(&self) -> [PoolUse; 2] {
+        [
+            pools::pool_use(&self.pools.rw),
+            pools::pool_use(&self.pools.ro),
+        ]
+    }
+
+    /// After a monitor round (or a status read on a handle without a monitor): publishes the
+    /// node's gauges (lag, breaker, units in flight, pools) and keeps a sample of its lag for
+    /// the status page's chart.
+    pub(crate) fn publish(&self) {
+        let up = !self.is_down();
+        let lag = self.lag();
+        self.metrics.lag(lag);
+        self.metrics.breaker(!up);
+        self.metrics.in_flight(self.in_flight());
+        let [rw, ro] = self.pool_use();
+        self.metrics.pool(false, rw);
+        self.metrics.pool(true, ro);
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, ms);
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() >= HISTORY {
+            history.pop_front();
+        }
+        history.push_back(Sample {
+            at_ms,
+            lag_ms: lag.map(ms),
+            up,
+        });
+    }
+
+    /// The samples of the last `window` (oldest first).
+    pub fn history(&self, window: Duration) -> Vec<Sample> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, ms);
+        let from = now.saturating_sub(ms(window));
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history
+            .iter()
+            .filter(|s| s.at_ms >= from)
+            .copied()
+            .collect()
     }
 
     /// Counts a unit in flight here until the guard drops.

@@ -497,6 +497,26 @@ impl Failures {
     }
 }
 
+/// A pool's connections now (`used` counts those the library holds between statements).
+pub(crate) fn pool_use(conn: &DatabaseConnection) -> crate::observe::PoolUse {
+    use sea_orm::DatabaseConnectionType as T;
+    fn of<DB: sea_orm::sqlx::Database>(pool: &sea_orm::sqlx::Pool<DB>) -> crate::observe::PoolUse {
+        let size = pool.size();
+        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
+        crate::observe::PoolUse {
+            used: size - idle,
+            idle,
+            max: pool.options().get_max_connections(),
+        }
+    }
+    match &conn.inner {
+        T::SqlxPostgresPoolConnection(_) => of(conn.get_postgres_connection_pool()),
+        T::SqlxMySqlPoolConnection(_) => of(conn.get_mysql_connection_pool()),
+        T::SqlxSqlitePoolConnection(_) => of(conn.get_sqlite_connection_pool()),
+        _ => crate::observe::PoolUse::default(),
+    }
+}
+
 fn is_closed(conn: &DatabaseConnection) -> bool {
     use sea_orm::DatabaseConnectionType as T;
     match &conn.inner {

@@ -38,6 +38,8 @@ pub struct NodeStatus {
     pub in_flight: usize,
     /// Units it has served.
     pub units: u64,
+    /// Its pools' connections: read-write sessions, then read-only ones.
+    pub pools: [super::PoolUse; 2],
     /// What is off about the node, in words, when something is: a configured primary that
     /// reports being a replica (it takes no writes), a fenced primary, a replica that took over.
     pub note: Option<String>,
@@ -144,6 +146,7 @@ mod tests {
             term: 0,
             in_flight: 0,
             units: 0,
+            pools: Default::default(),
             note: None,
         }
     }

@@ -73,6 +73,7 @@ pub use redis::RedisBroker;
 pub use worker::{Worker, WorkerBuilder, WorkerStats};
 
 use crate::consistency::CausalToken;
+use crate::observe::record::QueueMetrics;
 use crate::shard::{Hash, ShardKey};
 use crate::unit::access::ReadWrite;
 use crate::{ReplicaError, UnitOfWork};
@@ -268,13 +269,14 @@ impl QueueBuilder {
         }
         Ok(Queue {
             inner: Arc::new(QueueInner {
-                name: self.name,
                 broker,
                 partitions: self.partitions,
                 max_pending: self.max_pending,
                 max_attempts: self.max_attempts,
                 keep_outcome: self.keep_outcome,
                 handlers: self.handlers,
+                metrics: QueueMetrics::new(&self.name),
+                name: self.name,
             }),
         })
     }
@@ -288,6 +290,8 @@ pub(crate) struct QueueInner {
     max_attempts: u32,
     keep_outcome: Duration,
     handlers: HashMap<&'static str, Handler>,
+    /// Its metric keys (depth, age, applied, …), built once.
+    pub(crate) metrics: QueueMetrics,
 }
 
 /// A durable write-behind queue of typed commands (see the [module](self)). Cheap to clone.
@@ -337,6 +341,17 @@ fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
+}
+
+impl Queue {
+    pub(crate) fn from_inner(inner: Arc<QueueInner>) -> Self {
+        Queue { inner }
+    }
+
+    /// Maps the broker's errors to the library's, naming this queue.
+    fn broker_error(&self) -> impl Fn(BrokerError) -> ReplicaError + '_ {
+        |e| broker_error(&self.inner.name, e)
+    }
 }
 
 fn broker_error(queue: &str, e: BrokerError) -> ReplicaError {
@@ -415,7 +430,7 @@ impl Queue {
             .broker
             .publish(partition, &message, self.inner.max_pending)
             .await
-            .map_err(|e| broker_error(&self.inner.name, e))?;
+            .map_err(self.broker_error())?;
         tracing::debug!(queue = %self.inner.name, %id, command = C::NAME, partition, "enqueued");
         // inside a web request: the layer sends the ticket back, and waits for it next time
         let _ = REQUEST_TICKETS.try_with(|t| t.lock().unwrap_or_else(|p| p.into_inner()).push(id));
@@ -440,7 +455,7 @@ impl Queue {
                 .broker
                 .outcome(ticket.0)
                 .await
-                .map_err(|e| broker_error(&self.inner.name, e))?
+                .map_err(self.broker_error())?
             {
                 Some(Ok(token)) => {
                     return Ok(Some(token.parse().unwrap_or_default()));
@@ -468,12 +483,18 @@ impl Queue {
             .broker
             .depth(self.inner.partitions)
             .await
-            .map_err(|e| broker_error(&self.inner.name, e))?;
+            .map_err(self.broker_error())?;
         let now = now_ms();
+        let oldest_pending_ms = depth.oldest_ms.map(|t| now.saturating_sub(t));
+        self.inner.metrics.status(
+            depth.pending,
+            oldest_pending_ms.map(Duration::from_millis),
+            depth.dead_letters,
+        );
         Ok(QueueStatus {
             name: self.inner.name.clone(),
             pending: depth.pending,
-            oldest_pending_ms: depth.oldest_ms.map(|t| now.saturating_sub(t)),
+            oldest_pending_ms,
             dead_letters: depth.dead_letters,
         })
     }
@@ -484,7 +505,7 @@ impl Queue {
             .broker
             .dead_letters(limit)
             .await
-            .map_err(|e| broker_error(&self.inner.name, e))
+            .map_err(self.broker_error())
     }
 
     /// Enqueues a dead letter again (same id: if it was applied after all, it is not applied
@@ -504,7 +525,7 @@ impl Queue {
             .broker
             .publish(partition, &message, u64::MAX)
             .await
-            .map_err(|e| broker_error(&self.inner.name, e))?;
+            .map_err(self.broker_error())?;
         Ok(Some(Ticket(message.id)))
     }
 
@@ -530,7 +551,7 @@ impl Queue {
             .broker
             .take_dead_letter(entry)
             .await
-            .map_err(|e| broker_error(&self.inner.name, e))
+            .map_err(self.broker_error())
     }
 
     /// A worker that applies this queue's commands on `db`'s primary.

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::broker::Delivery;
-use super::QueueInner;
+use super::{Queue, QueueInner};
 use crate::shard::ShardedDatabase;
 use crate::unit::scope::CausalScope;
 use crate::{ReplicaError, ReplicatedDatabase};
@@ -147,7 +147,7 @@ impl WorkerBuilder {
         let (stop, stopped) = watch::channel(false);
         let counters = Arc::new(Counters::new());
         let owner: Arc<str> = Arc::from(uuid::Uuid::new_v4().simple().to_string());
-        let tasks = (0..self.queue.partitions)
+        let mut tasks: Vec<JoinHandle<()>> = (0..self.queue.partitions)
             .map(|partition| {
                 let run = PartitionRun {
                     queue: self.queue.clone(),
@@ -166,10 +166,31 @@ impl WorkerBuilder {
                 tokio::spawn(run.run(stopped.clone()).instrument(span))
             })
             .collect();
+        tasks.push(tokio::spawn(publish_status(
+            Queue::from_inner(self.queue.clone()),
+            stopped,
+        )));
         Worker {
             stop,
             tasks,
             counters,
+        }
+    }
+}
+
+/// How often a worker publishes its queue's depth, oldest age and dead letters as metrics.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Publishes the queue's status gauges every [`STATUS_INTERVAL`] while the worker runs (one
+/// `status()` read: a few broker round trips).
+async fn publish_status(queue: Queue, mut stopped: watch::Receiver<bool>) {
+    loop {
+        if let Err(err) = queue.status().await {
+            tracing::debug!(%err, "queue status unavailable");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
         }
     }
 }
@@ -357,12 +378,14 @@ impl PartitionRun {
         let acked = match outcome {
             Applied::Done(token) => {
                 bump(&self.counters.applied);
+                self.queue.metrics.applied(1);
                 broker
                     .ack(self.partition, delivery, &token, self.queue.keep_outcome)
                     .await
             }
             Applied::Before => {
                 bump(&self.counters.skipped);
+                self.queue.metrics.skipped(1);
                 broker
                     .ack(self.partition, delivery, "", self.queue.keep_outcome)
                     .await
@@ -382,10 +405,12 @@ impl PartitionRun {
                 if attempts < self.queue.max_attempts {
                     tracing::warn!(id = %delivery.message.id, attempts, %error, "command failed; retrying");
                     bump(&self.counters.retries);
+                    self.queue.metrics.retried();
                     return Err(self.retry_delay);
                 }
                 tracing::error!(id = %delivery.message.id, attempts, %error, "command failed too often; dead-lettered");
                 bump(&self.counters.dead_lettered);
+                self.queue.metrics.dead_lettered();
                 broker
                     .dead_letter(self.partition, delivery, &error, attempts)
                     .await

@@ -21,6 +21,9 @@ pub(crate) async fn check_nodes(router: &Router, timeout: Duration) {
     record(&round);
     router.elect();
     measure_lags(&round, &router.primary());
+    for node in router.nodes() {
+        node.publish();
+    }
 }
 
 /// The round `connect()` runs before handing out the handle. It fails when no node answered
@@ -73,6 +76,7 @@ impl Router {
             self.elected_term.store(current.term(), Ordering::Relaxed);
             return;
         }
+        crate::observe::record::handle::election();
         let elected_term = self.elected_term.load(Ordering::Relaxed);
         let is_candidate = |n: &Arc<Node>| self.candidates.iter().any(|c| Arc::ptr_eq(c, n));
         let eligible: Vec<&Arc<Node>> = self
@@ -91,6 +95,7 @@ impl Router {
                     "primary failover: read-write units now go to `{}`",
                     next.name()
                 );
+                next.metrics.failover();
                 self.elected_term.store(next.term(), Ordering::Relaxed);
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(next);
             }

@@ -19,7 +19,17 @@ pub(crate) async fn route_read(
     match route_read_now(router, consistency) {
         Some(route) => route,
         // boxed: the causal path is a large future that the common paths should not carry
-        None => Box::pin(route_causal(router, consistency, max_wait)).await,
+        None => {
+            let started = Instant::now();
+            let route = Box::pin(route_causal(router, consistency, max_wait)).await;
+            if let Ok(route) = &route {
+                crate::observe::record::handle::causal_wait(
+                    route.reason.label(),
+                    started.elapsed(),
+                );
+            }
+            route
+        }
     }
 }
 

@@ -70,6 +70,40 @@ impl RouteReason {
         }
     }
 
+    /// A short, stable label for metrics (`db.replica.route_reason`): `write`, `balanced`,
+    /// `no_replicas`, `fallback`, `inherited`, `caught_up`, `waited_for_replay`,
+    /// `not_replayed`, `too_far_behind`, `primary_requested`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RouteReason::Write => "write",
+            RouteReason::Balanced(_) => "balanced",
+            RouteReason::NoReplicas => "no_replicas",
+            RouteReason::Fallback => "fallback",
+            RouteReason::Inherited => "inherited",
+            RouteReason::CaughtUp => "caught_up",
+            RouteReason::WaitedForReplay => "waited_for_replay",
+            RouteReason::NotReplayed => "not_replayed",
+            RouteReason::TooFarBehind => "too_far_behind",
+            RouteReason::PrimaryRequested => "primary_requested",
+        }
+    }
+
+    /// The reason's place among the reasons (metric keys are kept per reason).
+    pub(crate) fn index(self) -> usize {
+        match self {
+            RouteReason::Write => 0,
+            RouteReason::Balanced(_) => 1,
+            RouteReason::NoReplicas => 2,
+            RouteReason::Fallback => 3,
+            RouteReason::Inherited => 4,
+            RouteReason::CaughtUp => 5,
+            RouteReason::WaitedForReplay => 6,
+            RouteReason::NotReplayed => 7,
+            RouteReason::TooFarBehind => 8,
+            RouteReason::PrimaryRequested => 9,
+        }
+    }
+
     /// True when a read-only unit runs on the primary.
     pub fn is_read_only_on_primary(self) -> bool {
         matches!(
@@ -276,6 +310,10 @@ impl Router {
 impl Status {
     pub(crate) fn collect(router: &Router) -> Self {
         let primary = router.primary();
+        for n in router.nodes().filter(|n| !n.is_monitored()) {
+            // no monitor publishes this node's gauges and samples: a status read does
+            n.publish();
+        }
         let line = |n: &Node| {
             let current_primary = std::ptr::eq(n, &*primary);
             let fenced = router.is_fenced(n);
@@ -294,6 +332,7 @@ impl Status {
                 term: n.term(),
                 in_flight: n.in_flight(),
                 units: n.counters.units.load(std::sync::atomic::Ordering::Relaxed),
+                pools: n.pool_use(),
                 note: note(n.role(), server_role, current_primary, fenced),
             }
         };

@@ -49,10 +49,11 @@ use scope::{note_write, read_consistency, record_write, wants_tokens};
 use statement_kind::read_check;
 use txn::OwnTxn;
 
-use crate::backend::{record_applied_sql, APPLIED_TABLE};
+use crate::backend::{record_applied_sql, Dialect, APPLIED_TABLE};
 use crate::consistency::{CausalToken, Consistency};
 use crate::node::stats::NodeCounters;
-use crate::node::InFlight;
+use crate::node::{InFlight, Node};
+use crate::observe::record::Outcome;
 use crate::routing::read::route_read;
 use crate::routing::{Route, RouteReason};
 use crate::{ReplicaError, ReplicatedDatabase};
@@ -319,13 +320,21 @@ impl<A: Access> UnitOfWork<A> {
         db.counters()
             .units_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // OpenTelemetry's database client names, and ours (`observe::names`)
         let span = tracing::info_span!(
             "unit_of_work",
+            otel.kind = "client",
             access = A::NAME,
-            node = Empty,
-            role = Empty,
-            reason = Empty,
-            wait_us = Empty,
+            db.system.name = Dialect(db.backend()).system_name(),
+            db.namespace = Empty,
+            server.address = Empty,
+            server.port = Empty,
+            db.replica.node = Empty,
+            db.replica.role = Empty,
+            db.replica.route_reason = Empty,
+            db.replica.wait_us = Empty,
+            db.replica.shard = db.shard_name(),
+            error.type = Empty,
         );
         let mut options = options;
         if A::READ_ONLY && options.consistency == Consistency::Eventual {
@@ -500,6 +509,9 @@ impl<A: Access> UnitOfWork<A> {
         if !self.nested {
             *self.flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(node.enter());
         }
+        let played = node.played();
+        node.metrics
+            .unit(played, route.reason.index(), route.reason.label());
         if matches!(
             route.reason,
             RouteReason::Fallback | RouteReason::NotReplayed | RouteReason::TooFarBehind
@@ -508,14 +520,82 @@ impl<A: Access> UnitOfWork<A> {
                 .counters()
                 .fallbacks
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            node.metrics.fallback();
         }
-        self.span.record("node", node.name());
-        self.span.record("role", node.role().as_str());
-        self.span.record("reason", route.reason.as_str());
-        self.span.record(
-            "wait_us",
+        if self.span.is_disabled() {
+            return;
+        }
+        let address = &node.metrics.address;
+        let span = &self.span;
+        if !address.namespace.is_empty() {
+            span.record("db.namespace", address.namespace.as_str());
+        }
+        if let Some(host) = &address.host {
+            span.record("server.address", host.as_str());
+        }
+        if let Some(port) = address.port {
+            span.record("server.port", port);
+        }
+        span.record("db.replica.node", node.name());
+        span.record("db.replica.role", played.as_str());
+        span.record("db.replica.route_reason", route.reason.as_str());
+        span.record(
+            "db.replica.wait_us",
             started.duration_since(self.opened).as_micros() as u64,
         );
+    }
+
+    /// The span of one statement, a child of the unit's: OpenTelemetry's operation name and
+    /// summary (and the text, when the handle records it).
+    fn statement_span(&self, sql: &str) -> Span {
+        let span = tracing::info_span!(
+            parent: &self.span,
+            "db_statement",
+            otel.kind = "client",
+            otel.name = Empty,
+            db.operation.name = Empty,
+            db.query.summary = Empty,
+            db.query.text = Empty,
+            error.type = Empty,
+        );
+        if !span.is_disabled() {
+            let (operation, table) = statement_kind::summary(sql);
+            let summary = match &table {
+                Some(table) => format!("{operation} {table}"),
+                None => operation.to_owned(),
+            };
+            span.record("otel.name", summary.as_str());
+            span.record("db.operation.name", operation);
+            span.record("db.query.summary", summary.as_str());
+            if self.db.records_query_text() {
+                span.record("db.query.text", sql);
+            }
+        }
+        span
+    }
+
+    /// After a statement: its duration in the node's histogram, a failure's class on the spans.
+    fn statement_done<T>(
+        &self,
+        node: &Node,
+        span: &Span,
+        started: Instant,
+        result: &Result<T, DbErr>,
+    ) {
+        let outcome = match result {
+            Ok(_) => Outcome::Ok,
+            Err(err) if ReplicaError::is_connection_level(err) => Outcome::Connection,
+            Err(_) => Outcome::Database,
+        };
+        node.metrics
+            .statement(node.played(), outcome, started.elapsed());
+        let class = match outcome {
+            Outcome::Ok => return,
+            Outcome::Connection => "connection",
+            Outcome::Database => "database",
+        };
+        span.record("error.type", class);
+        self.span.record("error.type", class);
     }
 
     /// The unit's connection: routes and, where needed, begins on the first call. A read-only
@@ -639,6 +719,7 @@ impl<A: Access> UnitOfWork<A> {
             _ => return Err(err),
         };
         tracing::warn!(parent: &self.span, error = %err, from, to = route.node.name(), "read-only unit: node failed before returning anything; moving on");
+        routes.current().node.metrics.read_retry();
         self.record_route(&route, Instant::now());
         if routes.move_to(route) {
             Ok(())
@@ -798,6 +879,7 @@ impl<A: Access> UnitOfWork<A> {
 /// to another node: the first statement of a statement-level read-only unit.
 macro_rules! on_active {
     ($self:ident, $sql:expr, $input:expr, |$c:ident, $i:ident| $call:expr) => {{
+        let statement_span = $self.statement_span($sql);
         let calls = $self.guard($sql)?;
         // a read calling a routine that may set session state runs in its own read-only
         // transaction, whose end resets the session (see `isolated`)
@@ -820,6 +902,7 @@ macro_rules! on_active {
                 Some(input) => input,
                 None => break Err(DbErr::Custom("internal: statement already sent".into())),
             };
+            let started = Instant::now();
             let result = match active {
                 Active::Pool(_) if isolate => {
                     NodeCounters::bump(&node.counters.acquisitions);
@@ -831,7 +914,7 @@ macro_rules! on_active {
                         };
                         txn.end_after(result).await
                     }))
-                    .instrument($self.span.clone())
+                    .instrument(statement_span.clone())
                     .await
                 }
                 Active::Pool(_) => {
@@ -839,22 +922,23 @@ macro_rules! on_active {
                     let sessions = node.sessions(true);
                     let $c = &sessions;
                     node.bounded(Box::pin($call))
-                        .instrument($self.span.clone())
+                        .instrument(statement_span.clone())
                         .await
                 }
                 Active::Txn(_, txn) => {
                     let $c = txn;
                     node.bounded(Box::pin($call))
-                        .instrument($self.span.clone())
+                        .instrument(statement_span.clone())
                         .await
                 }
                 Active::Own(_, txn, _) => {
                     let $c = &**txn;
                     node.bounded(Box::pin($call))
-                        .instrument($self.span.clone())
+                        .instrument(statement_span.clone())
                         .await
                 }
             };
+            $self.statement_done(node, &statement_span, started, &result);
             match result {
                 Ok(value) => {
                     $self.delivered.store(true, Ordering::Relaxed);

@@ -144,6 +144,121 @@ pub fn classify(sql: &str) -> StatementKind {
     StatementKind::Read
 }
 
+/// The operations [`summary`] names; anything else is `OTHER`.
+const OPERATIONS: &[&str] = &[
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "WITH",
+    "VALUES",
+    "TABLE",
+    "SHOW",
+    "EXPLAIN",
+    "DESCRIBE",
+    "DESC",
+    "MERGE",
+    "REPLACE",
+    "UPSERT",
+    "CREATE",
+    "DROP",
+    "ALTER",
+    "TRUNCATE",
+    "GRANT",
+    "REVOKE",
+    "COPY",
+    "LOCK",
+    "CALL",
+    "DO",
+    "VACUUM",
+    "ANALYZE",
+    "PRAGMA",
+    "SET",
+    "RESET",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "PREPARE",
+    "EXECUTE",
+    "XA",
+    "USE",
+];
+
+/// The longest table name [`summary`] keeps.
+const SUMMARY_TARGET_MAX: usize = 64;
+
+/// A statement's operation and the first table it names, for spans: OpenTelemetry's
+/// `db.operation.name` (`SELECT`, `INSERT`, …, `OTHER`) and the table of `db.query.summary`
+/// (`SELECT banner`). Only the leading keyword and an identifier after `FROM`, `INTO`,
+/// `UPDATE`, `TABLE` or `JOIN` are looked at, so no literal, parameter or comment can reach
+/// a span; the identifier keeps letters, digits, `_`, `$` and `.` (up to 64 bytes).
+///
+/// ```
+/// use sea_orm_replica::unit::statement_kind::summary;
+/// assert_eq!(summary(r#"SELECT "banner"."id" FROM "banner" WHERE "id" = $1"#), ("SELECT", Some("banner".into())));
+/// assert_eq!(summary("insert into app.orders (id) values ('x')"), ("INSERT", Some("app.orders".into())));
+/// assert_eq!(summary("SELECT 'secret' AS s"), ("SELECT", None));
+/// assert_eq!(summary("-- hi\nFROBNICATE"), ("OTHER", None));
+/// ```
+pub fn summary(sql: &str) -> (&'static str, Option<String>) {
+    if u32::try_from(sql.len()).is_err() {
+        return ("OTHER", None);
+    }
+    let bytes = sql.as_bytes();
+    let mut lexer = Lexer::new(sql, Lex::Any);
+    let mut next = move || match lexer.next_token() {
+        Ok(t) if t.kind != Kind::End => Some(t),
+        _ => None,
+    };
+    let Some(first) = next() else {
+        return ("OTHER", None);
+    };
+    let operation = match first.kind {
+        Kind::Word => OPERATIONS
+            .iter()
+            .find(|op| first.text(bytes).eq_ignore_ascii_case(op.as_bytes()))
+            .copied()
+            .unwrap_or("OTHER"),
+        _ => "OTHER",
+    };
+    let leads = |t: &Token| {
+        t.kind == Kind::Word
+            && ["FROM", "INTO", "UPDATE", "TABLE", "JOIN"]
+                .iter()
+                .any(|k| t.text(bytes).eq_ignore_ascii_case(k.as_bytes()))
+    };
+    let ident = |t: &Token| matches!(t.kind, Kind::Word | Kind::QuotedIdent);
+    let mut previous = first;
+    while let Some(token) = next() {
+        if leads(&previous) && ident(&token) {
+            let mut name = String::new();
+            let mut part = token;
+            loop {
+                let text = part.text(bytes);
+                name.extend(
+                    text.iter()
+                        .filter(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'$'))
+                        .map(|&b| b as char),
+                );
+                match (next(), next()) {
+                    (Some(dot), Some(after)) if dot.kind == Kind::Dot && ident(&after) => {
+                        name.push('.');
+                        part = after;
+                    }
+                    _ => break,
+                }
+            }
+            name.truncate(SUMMARY_TARGET_MAX);
+            return (operation, (!name.is_empty()).then_some(name));
+        }
+        previous = token;
+    }
+    (operation, None)
+}
+
 /// Checks that `sql` is one statement that only reads, in the given dialect.
 ///
 /// Accepts one statement (trailing `;`, whitespace and comments allowed; empty input too) led
