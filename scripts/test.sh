@@ -28,6 +28,15 @@ export SOR_REQUIRE_CLUSTER=1
 # for SOR_FAULT_SECS (default 10) around each fault
 export SOR_FAULT_TESTS=1
 
+step "a headless Chromium for the status page test (Debian's chromium, chromium-driver)"
+if ! command -v chromedriver >/dev/null || ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+fi
+
 step "tests (unit, doc, integration on SQLite, PostgreSQL and MariaDB, fault injection)"
 cargo test --workspace --all-features
 
@@ -40,7 +49,7 @@ DATABASE_URL="$SOR_PG_PRIMARY_URL" DATABASE_REPLICA_URLS="$SOR_PG_REPLICA_URL,$S
 
 step "the banner service (SQLite), driven over HTTP with a cookie jar"
 command -v curl >/dev/null || { [ "$(id -u)" = 0 ] && apt-get install -y -qq curl >/dev/null; }
-cargo build -q --features tower,queue-redis --example banner_service
+cargo build -q --features axum,prometheus,queue-redis --example banner_service
 jar=$(mktemp) && svc_log=$(mktemp) && svc_dir=$(mktemp -d)
 # its own database file, so no earlier run's file is shared
 env -u DATABASE_REPLICA_URLS DATABASE_URL="sqlite://$svc_dir/banners.sqlite?mode=rwc" \
@@ -52,6 +61,11 @@ id=$(curl -sf -c "$jar" -b "$jar" -H 'content-type: application/json' -d '{"name
   http://127.0.0.1:38080/banners | sed -n 's/.*"id":\([0-9]*\).*/\1/p') || svc_fail "POST /banners failed"
 code=$(curl -s -o /dev/null -w '%{http_code}' -c "$jar" -b "$jar" "http://127.0.0.1:38080/banners/$id") \
   || svc_fail "GET /banners/$id failed"
+# the operator's routes: the status view names the node, the metrics count the units
+curl -sf http://127.0.0.1:38080/_db/status/status.json | grep -q '"name":"primary"' \
+  || svc_fail "GET /_db/status/status.json failed"
+curl -sf http://127.0.0.1:38080/_db/metrics | grep -q '^sea_orm_replica_units' \
+  || svc_fail "GET /_db/metrics has no sea_orm_replica_units"
 kill "$svc" 2>/dev/null || true
 grep -q sor_causal "$jar" || { echo "no causal cookie was set"; cat "$svc_log"; exit 1; }
 [ "$code" = 200 ] || { echo "GET /banners/$id answered $code"; cat "$svc_log"; exit 1; }

@@ -11,9 +11,10 @@ use entity::{author, banner};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, DbErr};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm_replica::observe::prometheus::PrometheusHandle;
 use sea_orm_replica::queue::{Command, Queue, RedisBroker, Ticket};
 use sea_orm_replica::shard::{ShardedDatabase, ShardedRepository};
-use sea_orm_replica::web::{CausalLayer, ShardChoice, ShardLayer};
+use sea_orm_replica::web::{metrics_router, CausalLayer, ShardChoice, ShardLayer, StatusPage};
 use sea_orm_replica::{ReadOnly, ReplicaError, ReplicatedDatabase, Repository, UnitOptions};
 use serde::{Deserialize, Serialize};
 
@@ -284,6 +285,17 @@ fn app_with_state(state: AppState, layer: CausalLayer) -> Router {
         .route("/banners/{id}/views", post(add_view).get(views))
         .with_state(state)
         .layer(layer)
+}
+
+/// The operator's routes, outside the routing layer: the status page at `/_db/status` (JSON at
+/// `/_db/status/status.json`) and, given a Prometheus handle, the metrics at `/_db/metrics`.
+/// Merge them into the service: `app(db).merge(ops(StatusPage::new(&db), Some(handle)))`.
+pub fn ops(page: StatusPage, metrics: Option<PrometheusHandle>) -> Router {
+    let router = Router::new().nest("/_db/status", page.router());
+    match metrics {
+        Some(handle) => router.nest("/_db/metrics", metrics_router(handle)),
+        None => router,
+    }
 }
 
 /// Banners sharded by author: each author's banners live on one shard.

@@ -12,13 +12,18 @@
 //! `REDIS_URL` (the view counter, `POST /banners/{id}/views`, goes write-behind through a Redis
 //! queue; unset, that route answers 503),
 //! `SOR_COOKIE_KEY` (hex, at least 32 bytes, e.g. `openssl rand -hex 32`: signs the token cookie;
-//! unset, a random key per process, so cookies do not survive a restart).
+//! unset, a random key per process, so cookies do not survive a restart),
+//! `SOR_STATUS_TOKEN` (at least 16 bytes: turns on the status page's dead-letter actions, each
+//! request with `Authorization: Bearer <token>`; unset, the page is read-only).
+//!
+//! Operators: the status page at `/_db/status`, Prometheus metrics at `/_db/metrics`.
 
 mod app;
 
 use migration::Migrator;
 use sea_orm_replica::queue::RedisBroker;
 use sea_orm_replica::shard::{ShardedConfig, ShardedDatabase};
+use sea_orm_replica::web::StatusPage;
 use sea_orm_replica::{MigrateOptions, ReplicaConfig, ReplicaError, ReplicatedDatabase};
 
 #[tokio::main]
@@ -28,11 +33,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Prometheus metrics at /_db/metrics: installed before any handle, so every metric is
+    // described and recorded
+    let metrics = sea_orm_replica::observe::prometheus::install()?;
     if let Some(shards) = sharded().await? {
         let addr = std::env::var("BIND_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         tracing::info!(shards = ?shards.names().collect::<Vec<_>>(), "sharded banner service listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, app::sharded_app(shards)).await?;
+        let ops = app::ops(status_page(StatusPage::sharded(&shards)), Some(metrics));
+        axum::serve(listener, app::sharded_app(shards).merge(ops)).await?;
         return Ok(());
     }
     let config = match ReplicaConfig::from_env() {
@@ -61,12 +70,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let queue = app::views_queue(RedisBroker::connect(&url, "banner_views").await?)?;
             let worker = queue.worker(db.clone()).spawn();
             tracing::info!("views are counted write-behind through Redis");
-            axum::serve(listener, app::app_with_views(db, queue)).await?;
+            let page = status_page(StatusPage::new(&db).queue(queue.clone()));
+            let service = app::app_with_views(db, queue).merge(app::ops(page, Some(metrics)));
+            axum::serve(listener, service).await?;
             worker.stop().await;
         }
-        None => axum::serve(listener, app::app(db)).await?,
+        None => {
+            let page = status_page(StatusPage::new(&db));
+            axum::serve(listener, app::app(db).merge(app::ops(page, Some(metrics)))).await?
+        }
     }
     Ok(())
+}
+
+/// The status page, its actions on when `SOR_STATUS_TOKEN` is set.
+fn status_page(page: StatusPage) -> StatusPage {
+    match std::env::var("SOR_STATUS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        Some(token) => page.allow_actions(token),
+        None => page,
+    }
 }
 
 /// The sharded mode's handle, when asked for: `DATABASE_SHARDS` (and its URLs), or

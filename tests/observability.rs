@@ -1,0 +1,612 @@
+//! Metrics and spans after known work, on real servers: the counters move by exactly the
+//! units run, on the node the *server* says answered; the Prometheus endpoint names them;
+//! statement spans carry OpenTelemetry's names and never a parameter.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use common::{cluster, port_of, served_by, Cluster};
+use metrics::{
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    SharedString, Unit,
+};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm_replica::observe::names;
+use sea_orm_replica::web::StatusPage;
+use sea_orm_replica::{NodeConfig, ReplicatedDatabase};
+use tower::ServiceExt;
+
+// ---- a test recorder: every series, readable without resetting it ---------------------------
+
+#[derive(Default)]
+struct Cell {
+    value: AtomicU64,
+    samples: Mutex<Vec<f64>>,
+}
+
+impl CounterFn for Cell {
+    fn increment(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+    }
+    fn absolute(&self, n: u64) {
+        self.value.fetch_max(n, Ordering::Relaxed);
+    }
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, v: f64) {
+        self.set(f64::from_bits(self.value.load(Ordering::Relaxed)) + v);
+    }
+    fn decrement(&self, v: f64) {
+        self.set(f64::from_bits(self.value.load(Ordering::Relaxed)) - v);
+    }
+    fn set(&self, v: f64) {
+        self.value.store(v.to_bits(), Ordering::Relaxed);
+    }
+}
+
+impl HistogramFn for Cell {
+    fn record(&self, v: f64) {
+        self.samples.lock().unwrap().push(v);
+    }
+}
+
+/// (name, labels) → cell
+type Series = Mutex<HashMap<(String, Vec<(String, String)>), Arc<Cell>>>;
+
+#[derive(Default)]
+struct TestRecorder {
+    series: Series,
+}
+
+impl TestRecorder {
+    fn cell(&self, key: &Key) -> Arc<Cell> {
+        let mut labels: Vec<(String, String)> = key
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        labels.sort();
+        self.series
+            .lock()
+            .unwrap()
+            .entry((key.name().to_owned(), labels))
+            .or_default()
+            .clone()
+    }
+
+    /// The series of `name` whose labels include every pair of `with`.
+    fn find(&self, name: &str, with: &[(&str, &str)]) -> Vec<Arc<Cell>> {
+        self.series
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|((n, labels), _)| {
+                n == name
+                    && with
+                        .iter()
+                        .all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    fn counter(&self, name: &str, with: &[(&str, &str)]) -> u64 {
+        self.find(name, with)
+            .iter()
+            .map(|c| c.value.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn gauge(&self, name: &str, with: &[(&str, &str)]) -> Option<f64> {
+        let found = self.find(name, with);
+        assert!(found.len() <= 1, "{name} {with:?}: more than one series");
+        found
+            .first()
+            .map(|c| f64::from_bits(c.value.load(Ordering::Relaxed)))
+    }
+
+    fn samples(&self, name: &str, with: &[(&str, &str)]) -> usize {
+        self.find(name, with)
+            .iter()
+            .map(|c| c.samples.lock().unwrap().len())
+            .sum()
+    }
+}
+
+impl Recorder for TestRecorder {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        Counter::from_arc(self.cell(key))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        Histogram::from_arc(self.cell(key))
+    }
+}
+
+/// The process's recorder (installed once; tests tell their series apart by node names).
+fn recorder() -> &'static TestRecorder {
+    static RECORDER: OnceLock<&'static TestRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let recorder: &'static TestRecorder = Box::leak(Box::default());
+        metrics::set_global_recorder(recorder).expect("no other recorder in this test binary");
+        recorder
+    })
+}
+
+fn short() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..8].to_owned()
+}
+
+/// Polls `probe` until it holds or `within` passes.
+async fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if probe() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    probe()
+}
+
+// ---- counters after known work ---------------------------------------------------------------
+
+/// 10 read-only units on the replica (the server says so), 1 read-write unit on the primary:
+/// the unit counters move by exactly that, the duration histogram holds one sample per
+/// statement with the chosen node's port, and the monitor publishes lag, breaker and pools.
+async fn units_are_counted_on_the_node_that_served_them(c: &Cluster) {
+    let rec = recorder();
+    let (p, r) = (
+        format!("obs-primary-{}", short()),
+        format!("obs-replica-{}", short()),
+    );
+    let db = ReplicatedDatabase::builder()
+        .primary_node(NodeConfig::new(&c.primary).name(&p))
+        .replica_node(NodeConfig::new(&c.replicas[0]).name(&r).max_connections(3))
+        .monitor_interval(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    let replica_port = port_of(&c.replicas[0]);
+    for _ in 0..10 {
+        let unit = db.begin_read_only();
+        let served = served_by(&unit).await.unwrap();
+        assert!(served.replica, "the server says a replica answered");
+        assert_eq!(served.port, replica_port);
+        unit.commit().await.unwrap();
+    }
+    let unit = db.begin_read_write();
+    assert!(!served_by(&unit).await.unwrap().replica);
+    unit.commit().await.unwrap();
+
+    let role = |n: &'static str| (names::ROLE, n);
+    let units_r = rec.counter(
+        names::UNITS,
+        &[
+            (names::NODE, &r),
+            role("replica"),
+            (names::ROUTE_REASON, "balanced"),
+        ],
+    );
+    assert_eq!(units_r, 10, "read-only units counted on the replica");
+    assert_eq!(
+        rec.counter(names::UNITS, &[(names::NODE, &r)]),
+        10,
+        "and nowhere else on it"
+    );
+    let units_p = rec.counter(
+        names::UNITS,
+        &[
+            (names::NODE, &p),
+            role("primary"),
+            (names::ROUTE_REASON, "write"),
+        ],
+    );
+    assert_eq!(units_p, 1);
+    let port = replica_port.to_string();
+    let system = match c.backend {
+        DbBackend::Postgres => "postgresql",
+        _ => "mysql",
+    };
+    let on_replica = [
+        (names::NODE, r.as_str()),
+        role("replica"),
+        (names::SERVER_PORT, port.as_str()),
+        (names::DB_SYSTEM_NAME, system),
+    ];
+    assert_eq!(rec.samples(names::OPERATION_DURATION, &on_replica), 10);
+    assert_eq!(
+        rec.samples(names::OPERATION_DURATION, &[(names::NODE, &p)]),
+        1
+    );
+    assert_eq!(rec.counter(names::FALLBACKS, &[(names::NODE, &p)]), 0);
+
+    // the monitor's gauges: lag known, breaker closed, the read-only pool's maximum
+    let published = eventually(Duration::from_secs(10), || {
+        rec.gauge(names::LAG, &[(names::NODE, &r)])
+            .is_some_and(|lag| lag >= 0.0)
+    })
+    .await;
+    assert!(published, "the replica's lag gauge was published");
+    assert_eq!(
+        rec.gauge(names::BREAKER_OPEN, &[(names::NODE, &r)]),
+        Some(0.0)
+    );
+    let ro_pool = format!("{r}/read_only");
+    assert_eq!(
+        rec.gauge(names::CONNECTION_MAX, &[(names::POOL_NAME, &ro_pool)]),
+        Some(3.0)
+    );
+    assert!(rec
+        .gauge(
+            names::CONNECTION_COUNT,
+            &[
+                (names::POOL_NAME, &ro_pool),
+                (names::CONNECTION_STATE, "idle")
+            ]
+        )
+        .is_some());
+}
+
+#[tokio::test]
+async fn postgres_units_are_counted_on_the_node_that_served_them() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    units_are_counted_on_the_node_that_served_them(&c).await;
+}
+
+#[tokio::test]
+async fn mariadb_units_are_counted_on_the_node_that_served_them() {
+    let Some(c) = cluster(DbBackend::MySql) else {
+        return;
+    };
+    units_are_counted_on_the_node_that_served_them(&c).await;
+}
+
+/// A replica nobody answers at: read-only units fall back to the primary, and the fallback
+/// counter, the units' reason and the replica's breaker say so.
+#[tokio::test]
+async fn fallbacks_and_an_open_breaker_are_counted() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    let rec = recorder();
+    let (p, r) = (
+        format!("obs-primary-{}", short()),
+        format!("obs-dead-{}", short()),
+    );
+    let dead = "postgres://postgres@127.0.0.1:1/postgres";
+    let db = ReplicatedDatabase::builder()
+        .primary_node(NodeConfig::new(&c.primary).name(&p))
+        .replica_node(
+            NodeConfig::new(dead)
+                .name(&r)
+                .connect_timeout(Duration::from_millis(300)),
+        )
+        .monitor_interval(Duration::from_millis(100))
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        let unit = db.begin_read_only();
+        let served = served_by(&unit).await.unwrap();
+        assert_eq!(served.port, port_of(&c.primary), "the primary answered");
+        unit.commit().await.unwrap();
+    }
+    assert_eq!(rec.counter(names::FALLBACKS, &[(names::NODE, &p)]), 5);
+    assert_eq!(
+        rec.counter(
+            names::UNITS,
+            &[(names::NODE, &p), (names::ROUTE_REASON, "fallback")]
+        ),
+        5
+    );
+    assert_eq!(rec.counter(names::UNITS, &[(names::NODE, &r)]), 0);
+    let open = eventually(Duration::from_secs(10), || {
+        rec.gauge(names::BREAKER_OPEN, &[(names::NODE, &r)]) == Some(1.0)
+    })
+    .await;
+    assert!(open, "the dead replica's breaker is open");
+    assert_eq!(
+        rec.gauge(names::LAG, &[(names::NODE, &r)]),
+        Some(-1.0),
+        "its lag is unknown"
+    );
+}
+
+// ---- the Prometheus endpoint -----------------------------------------------------------------
+
+/// A Prometheus recorder (thread-local, so the test's global recorder is untouched) on a
+/// current-thread runtime: after 4 read-only units on SQLite's reader pool (the node
+/// `sqlite-reader`), the endpoint's
+/// text has the units counter with its labels and the duration histogram's buckets.
+#[test]
+fn the_prometheus_endpoint_serves_the_metrics_by_their_names() {
+    let Some(c) = common::sqlite() else { return };
+    let recorder = sea_orm_replica::observe::prometheus::recorder().unwrap();
+    let handle = recorder.handle();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = metrics::with_local_recorder(&recorder, || {
+        rt.block_on(async {
+            sea_orm_replica::observe::describe();
+            let db = ReplicatedDatabase::builder()
+                .primary_node(NodeConfig::new(&c.primary).name("prom-primary"))
+                .connect()
+                .await
+                .unwrap();
+            db.begin_read_write()
+                .execute_unprepared("CREATE TABLE IF NOT EXISTS t (x INTEGER)")
+                .await
+                .unwrap();
+            for _ in 0..4 {
+                let unit = db.begin_read_only();
+                unit.query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT 1"))
+                    .await
+                    .unwrap();
+                unit.commit().await.unwrap();
+            }
+            let status = db.status();
+            assert!(status.node("prom-primary").is_some());
+            let app = sea_orm_replica::web::metrics_router(handle);
+            let resp = app
+                .oneshot(Request::get("/").body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let ctype = resp.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .to_owned();
+            assert!(ctype.starts_with("text/plain"), "{ctype}");
+            let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            String::from_utf8(body.to_vec()).unwrap()
+        })
+    });
+    let units = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sea_orm_replica_units{")
+                && l.contains("db_replica_node=\"sqlite-reader\"")
+        })
+        .unwrap_or_else(|| panic!("no units line for the reader pool:\n{text}"));
+    assert!(
+        units.contains("db_replica_route_reason=\"balanced\""),
+        "{units}"
+    );
+    assert!(units.contains("db_system_name=\"sqlite\""), "{units}");
+    assert!(
+        units.trim_end().ends_with(" 4"),
+        "4 read-only units: {units}"
+    );
+    assert!(
+        text.contains("db_client_operation_duration_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains("le=\"0.005\""),
+        "OpenTelemetry's buckets: {text}"
+    );
+    assert!(text.contains("db_client_connection_max{"), "{text}");
+    assert!(
+        text.contains("# HELP sea_orm_replica_units"),
+        "described: {text}"
+    );
+}
+
+// ---- spans -----------------------------------------------------------------------------------
+
+/// Every field of every span opened under it, as `name: field=value`.
+#[derive(Clone, Default)]
+struct Fields(Arc<Mutex<Vec<String>>>);
+
+struct Visit<'a>(&'a mut Vec<String>, &'static str);
+
+impl tracing::field::Visit for Visit<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0
+            .push(format!("{}: {}={:?}", self.1, field.name(), value));
+    }
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0
+            .push(format!("{}: {}={}", self.1, field.name(), value));
+    }
+}
+
+impl<S> tracing_subscriber::Layer<S> for Fields
+where
+    S: tracing::Subscriber + for<'l> tracing_subscriber::registry::LookupSpan<'l>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        attrs.record(&mut Visit(
+            &mut self.0.lock().unwrap(),
+            attrs.metadata().name(),
+        ));
+    }
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = ctx.span(id).map_or("?", |s| s.name());
+        values.record(&mut Visit(&mut self.0.lock().unwrap(), name));
+    }
+}
+
+/// Statement spans name the operation and the table (`INSERT banner`), the unit span the
+/// system and the route; a bound parameter never reaches a span, with the query text
+/// recorded or not.
+#[test]
+fn spans_carry_opentelemetry_names_and_never_a_parameter() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let Some(c) = common::sqlite() else { return };
+    let fields = Fields::default();
+    let subscriber = tracing_subscriber::registry().with(fields.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let secret = "hunter2-5f1c9e";
+    tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            for text in [false, true] {
+                let db = ReplicatedDatabase::builder()
+                    .primary(&c.primary)
+                    .record_query_text(text)
+                    .connect()
+                    .await
+                    .unwrap();
+                let unit = db.begin_read_write();
+                unit.execute_unprepared(
+                    "CREATE TABLE IF NOT EXISTS banner (id INTEGER PRIMARY KEY, name TEXT)",
+                )
+                .await
+                .unwrap();
+                unit.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Sqlite,
+                    "INSERT INTO banner (name) VALUES (?)",
+                    [secret.into()],
+                ))
+                .await
+                .unwrap();
+                unit.commit().await.unwrap();
+                // a statement that fails: error.type on the spans
+                let unit = db.begin_read_write();
+                assert!(unit
+                    .execute_unprepared("SELECT * FROM no_such_table")
+                    .await
+                    .is_err());
+            }
+        })
+    });
+    let seen = fields.0.lock().unwrap().clone();
+    let has = |line: &str| seen.iter().any(|l| l == line);
+    assert!(
+        has("db_statement: db.query.summary=INSERT banner"),
+        "{seen:#?}"
+    );
+    assert!(has("db_statement: db.operation.name=INSERT"), "{seen:#?}");
+    assert!(has("db_statement: otel.name=INSERT banner"), "{seen:#?}");
+    assert!(has("unit_of_work: db.system.name=sqlite"), "{seen:#?}");
+    assert!(has("unit_of_work: db.replica.role=primary"), "{seen:#?}");
+    assert!(
+        has("unit_of_work: db.replica.route_reason=read-write: primary"),
+        "{seen:#?}"
+    );
+    assert!(has("db_statement: error.type=database"), "{seen:#?}");
+    assert!(
+        has("db_statement: db.query.text=INSERT INTO banner (name) VALUES (?)"),
+        "text when asked: {seen:#?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.starts_with("db_statement: db.query.text="))
+            .count(),
+        3,
+        "text only from the handle that records it (its three statements): {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains(secret)),
+        "a parameter reached a span: {seen:#?}"
+    );
+}
+
+// ---- the status page's JSON and its actions --------------------------------------------------
+
+#[tokio::test]
+async fn the_status_view_is_read_only_unless_actions_are_on_and_authorized() {
+    let Some(c) = common::sqlite() else { return };
+    let db = ReplicatedDatabase::builder()
+        .primary_node(NodeConfig::new(&c.primary).name("status-primary"))
+        .connect()
+        .await
+        .unwrap();
+    let send = |app: axum::Router, req: Request<Body>| async move {
+        let resp = app.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    };
+    let page = StatusPage::new(&db).router();
+    let (status, _, body) = send(
+        page.clone(),
+        Request::get("/status.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(view["shards"][0]["nodes"][0]["name"], "status-primary");
+    assert_eq!(view["shards"][0]["nodes"][0]["routing"], "read-write");
+    assert_eq!(view["actions"], false);
+    let (status, headers, html) =
+        send(page.clone(), Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.contains("<script>") && !html.contains("src=\"http"),
+        "inline, no external assets"
+    );
+    let csp = headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let action = || Request::post("/queues/q/dead-letters/1-0/retry");
+    // read-only: the action does not exist
+    let (status, _, _) = send(page, action().body(Body::empty()).unwrap()).await;
+    assert!(status == StatusCode::NOT_FOUND || status == StatusCode::METHOD_NOT_ALLOWED);
+    // a short token is refused: actions stay off
+    let short_token = StatusPage::new(&db).allow_actions("short").router();
+    let (status, _, body) = send(
+        short_token.clone(),
+        Request::get("/status.json").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("\"actions\":false"), "{body}");
+    // on: without the token, with a wrong one, with a forged scheme: 401; right token, no such queue: 404
+    let on = StatusPage::new(&db)
+        .allow_actions("0123456789abcdef-token")
+        .router();
+    for auth in [
+        None,
+        Some("Bearer 0123456789abcdef-tokem"),
+        Some("Basic 0123456789abcdef-token"),
+        Some("Bearer "),
+    ] {
+        let mut req = action();
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let (status, _, _) = send(on.clone(), req.body(Body::empty()).unwrap()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
+    }
+    let req = action().header(header::AUTHORIZATION, "Bearer 0123456789abcdef-token");
+    let (status, _, _) = send(on, req.body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
