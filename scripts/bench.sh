@@ -6,6 +6,7 @@
 #   scripts/bench.sh read_heavy   # benches/read_heavy.rs: 90 % reads / 10 % writes, library vs hand-routed raw SeaORM (PostgreSQL)
 #   scripts/bench.sh sharding     # benches/sharding.rs: sharded handle, shard decision, fan-out, two-phase commit (PostgreSQL)
 #   scripts/bench.sh queue        # benches/queue.rs: the write-behind queue vs direct writes (PostgreSQL and Redis)
+#   scripts/bench.sh metrics      # benches/metrics.rs: a Prometheus recorder vs none on the point-SELECT unit (PostgreSQL, SQLite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${1:-overhead}"
@@ -17,7 +18,8 @@ case "$bench" in
     read_heavy) clusters=pg ;;
     sharding) clusters=pg ;;
     queue) clusters="pg redis"; set -- --features queue-redis "$@" ;;
-    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy | sharding | queue)" >&2; exit 2 ;;
+    metrics) clusters=pg; set -- --features prometheus "$@" ;;
+    *) echo "unknown bench '$bench' (overhead | policies | balancing | read_heavy | sharding | queue | metrics)" >&2; exit 2 ;;
 esac
 for c in $clusters; do scripts/cluster.sh start "$c"; done
 trap 'for c in $clusters; do scripts/cluster.sh stop "$c" || true; done' EXIT
