@@ -610,3 +610,68 @@ async fn the_status_view_is_read_only_unless_actions_are_on_and_authorized() {
     let (status, _, _) = send(on, req.body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+// ---- the queue's gauges and counters -----------------------------------------------------------
+
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+struct Tick {
+    n: u32,
+}
+
+impl sea_orm_replica::queue::Command for Tick {
+    const NAME: &'static str = "tick";
+}
+
+/// 5 commands enqueued with no worker: the depth gauge says 5 and the oldest age is set; a
+/// worker applies them: the applied counter says 5 and the depth gauge returns to 0. On a
+/// private Redis (own port, AOF) and SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_age_and_applied_are_published() {
+    use sea_orm_replica::queue::{Queue, RedisBroker};
+    let rec = recorder();
+    let Some(c) = common::sqlite() else { return };
+    let db = ReplicatedDatabase::builder()
+        .primary(&c.primary)
+        .connect()
+        .await
+        .unwrap();
+    db.migrate::<migration::Migrator>(sea_orm_replica::MigrateOptions::new())
+        .await
+        .unwrap();
+    let redis = tokio::task::spawn_blocking(common::redis::PrivateRedis::start)
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("private redis: {e}"));
+    let name = format!("obs{}", short());
+    let queue = Queue::builder(&name)
+        .broker(RedisBroker::connect(redis.url(), &name).await.unwrap())
+        .partitions(2)
+        .handle(|_: Tick, unit| {
+            Box::pin(async move { unit.execute_unprepared("SELECT 1").await.map(drop) })
+        })
+        .build()
+        .unwrap();
+    let mut tickets = Vec::new();
+    for n in 0..5 {
+        tickets.push(queue.enqueue(&Tick { n }).await.unwrap());
+    }
+    let status = queue.status().await.unwrap();
+    assert_eq!(status.pending, 5);
+    let q = [(names::QUEUE, name.as_str())];
+    assert_eq!(rec.gauge(names::QUEUE_DEPTH, &q), Some(5.0));
+    assert!(rec
+        .gauge(names::QUEUE_OLDEST_AGE, &q)
+        .is_some_and(|age| age >= 0.0));
+    assert_eq!(rec.gauge(names::QUEUE_DEAD_LETTERS, &q), Some(0.0));
+
+    let worker = queue.worker(db.clone()).spawn();
+    for t in &tickets {
+        queue.wait(t, Duration::from_secs(20)).await.unwrap();
+    }
+    let stats = worker.stop().await;
+    assert_eq!(stats.applied, 5);
+    assert_eq!(rec.counter(names::QUEUE_APPLIED, &q), 5);
+    assert_eq!(rec.counter(names::QUEUE_DEAD_LETTERED, &q), 0);
+    queue.status().await.unwrap();
+    assert_eq!(rec.gauge(names::QUEUE_DEPTH, &q), Some(0.0));
+}
