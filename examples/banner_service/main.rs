@@ -1,7 +1,7 @@
 //! An axum service over the example entities, with request-scoped routing.
 //!
 //! ```text
-//! cargo run --example banner_service --features tower
+//! cargo run --example banner_service --features axum,prometheus,queue-redis
 //! curl -c jar -b jar -XPOST localhost:3000/banners -H 'content-type: application/json' -d '{"name":"sale"}'
 //! curl -c jar -b jar localhost:3000/banners/1
 //! ```
