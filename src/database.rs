@@ -582,6 +582,36 @@ impl ReplicatedDatabase {
         Status::collect(&self.inner.router)
     }
 
+    /// Takes node `name` out of read routing by hand (pgpool's `pcp_detach_node`, MaxScale's
+    /// `maintenance` state): read-only units stop going there (units already on it finish),
+    /// while the monitor keeps checking it, so it can take over as the primary in a failover.
+    /// Undo with [`undrain`](Self::undrain). The current primary cannot be drained (its
+    /// writes have nowhere else to go): [`ReplicaError::Config`], as for an unknown name.
+    pub fn drain(&self, name: &str) -> Result<(), ReplicaError> {
+        let node = self.named("drain", name)?;
+        if Arc::ptr_eq(node, &self.primary()) {
+            return Err(ReplicaError::Config(format!(
+                "drain: `{name}` is the current primary; read-write units have nowhere else to go"
+            )));
+        }
+        node.set_drained(true);
+        Ok(())
+    }
+
+    /// Puts a node taken out with [`drain`](Self::drain) back into read routing.
+    pub fn undrain(&self, name: &str) -> Result<(), ReplicaError> {
+        self.named("undrain", name)?.set_drained(false);
+        Ok(())
+    }
+
+    /// The node called `name`, or a `Config` error that says what `call` was given.
+    fn named(&self, call: &str, name: &str) -> Result<&Arc<Node>, ReplicaError> {
+        self.router()
+            .nodes()
+            .find(|n| n.name() == name)
+            .ok_or_else(|| ReplicaError::Config(format!("{call}: no node called `{name}`")))
+    }
+
     /// True when statement spans carry the statement's text.
     pub(crate) fn records_query_text(&self) -> bool {
         self.inner.query_text

@@ -675,3 +675,166 @@ async fn queue_depth_age_and_applied_are_published() {
     queue.status().await.unwrap();
     assert_eq!(rec.gauge(names::QUEUE_DEPTH, &q), Some(0.0));
 }
+
+// ---- failover and elections, on a cluster of its own -------------------------------------------
+
+/// The primary stopped and replica1 promoted: the failover counter names replica1 once, the
+/// election counter moved, and the units after it count on replica1 as the primary (the server
+/// says it is no longer in recovery). Runs with the fault tests (`SOR_FAULT_TESTS=1`,
+/// `SOR_REQUIRE_CLUSTER=1` or `CI`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_is_counted_with_its_new_primary() {
+    let set = |n: &str| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    if !(set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI")) {
+        eprintln!("failover metrics test skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
+        return;
+    }
+    let rec = recorder();
+    let cluster = Arc::new(
+        tokio::task::spawn_blocking(|| common::fault_cluster::FaultCluster::start_pg("0"))
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    let db = cluster.builder().connect().await.unwrap();
+    let elections_before = rec.counter(names::ELECTIONS, &[]);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        c.stop_node("primary");
+        c.promote("replica1");
+    })
+    .await
+    .unwrap();
+    let switched = eventually(Duration::from_secs(30), || {
+        db.primary().name() == "replica1"
+    })
+    .await;
+    assert!(switched, "the handle never switched to replica1");
+    assert_eq!(
+        rec.counter(names::FAILOVERS, &[(names::NODE, "replica1")]),
+        1
+    );
+    assert_eq!(
+        rec.counter(names::FAILOVERS, &[]),
+        1,
+        "one failover in this process"
+    );
+    assert!(rec.counter(names::ELECTIONS, &[]) > elections_before);
+    let unit = db.begin_read_write();
+    let served = served_by(&unit).await.unwrap();
+    assert!(!served.replica, "the promoted node takes writes");
+    assert_eq!(served.port, i64::from(cluster.port("replica1")));
+    unit.commit().await.unwrap();
+    let on_new_primary = [
+        (names::NODE, "replica1"),
+        (names::ROLE, "primary"),
+        (names::ROUTE_REASON, "write"),
+    ];
+    assert_eq!(rec.counter(names::UNITS, &on_new_primary), 1);
+}
+
+/// A sharded handle's status view has every shard's nodes under the shard's name.
+#[tokio::test]
+async fn the_sharded_status_view_groups_nodes_by_shard() {
+    let (Some(a), Some(b)) = (common::sqlite(), common::sqlite()) else {
+        return;
+    };
+    let shards = sea_orm_replica::shard::ShardedDatabase::builder()
+        .shard("a", ReplicatedDatabase::builder().primary(&a.primary))
+        .shard("b", ReplicatedDatabase::builder().primary(&b.primary))
+        .connect()
+        .await
+        .unwrap();
+    let view = StatusPage::sharded(&shards).view().await;
+    let names: Vec<Option<&str>> = view.shards.iter().map(|s| s.shard.as_deref()).collect();
+    assert_eq!(names, [Some("a"), Some("b")]);
+    for cluster in &view.shards {
+        assert!(!cluster.nodes.is_empty());
+        let shard = cluster.shard.as_deref().unwrap_or_default();
+        assert!(cluster
+            .nodes
+            .iter()
+            .all(|n| n.status.name.starts_with(&format!("{shard}/"))));
+    }
+}
+
+/// With actions on and the token given, `POST /nodes/{node}/drain` takes a replica out of
+/// read routing (the server says reads then run on the primary) and `undrain` puts it back;
+/// the current primary cannot be drained; unknown nodes and missing tokens are refused.
+#[tokio::test]
+async fn a_replica_drained_from_the_status_page_gets_no_reads_until_undrained() {
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    let (p, r) = (
+        format!("drain-primary-{}", short()),
+        format!("drain-replica-{}", short()),
+    );
+    let db = ReplicatedDatabase::builder()
+        .primary_node(NodeConfig::new(&c.primary).name(&p))
+        .replica_node(NodeConfig::new(&c.replicas[0]).name(&r))
+        .connect()
+        .await
+        .unwrap();
+    let token = "drain-token-0123456789";
+    let page = StatusPage::new(&db).allow_actions(token).router();
+    let post = |path: String, auth: Option<&'static str>| {
+        let page = page.clone();
+        async move {
+            let mut req = Request::post(path);
+            if let Some(t) = auth {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            }
+            page.oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let reader_port = || async {
+        let unit = db.begin_read_only();
+        let served = served_by(&unit).await.unwrap();
+        unit.commit().await.unwrap();
+        served.port
+    };
+    assert_eq!(reader_port().await, port_of(&c.replicas[0]));
+
+    assert_eq!(
+        post(format!("/nodes/{r}/drain"), None).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(!db.node(&r).unwrap().is_drained());
+    assert_eq!(
+        post(format!("/nodes/{r}/drain"), Some(token)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(db.status().node(&r).unwrap().routing(), "drained");
+    for _ in 0..5 {
+        assert_eq!(
+            reader_port().await,
+            port_of(&c.primary),
+            "drained: reads fall back to the primary"
+        );
+    }
+    assert_eq!(
+        post(format!("/nodes/{p}/drain"), Some(token)).await,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        post("/nodes/no-such-node/drain".into(), Some(token)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        post(format!("/nodes/{r}/explode"), Some(token)).await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        post(format!("/nodes/{r}/undrain"), Some(token)).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        reader_port().await,
+        port_of(&c.replicas[0]),
+        "back in routing"
+    );
+}

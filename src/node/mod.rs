@@ -87,6 +87,8 @@ pub struct Node {
     breaker: Breaker,
     /// True while the circuit is open (the node failed and has not answered a check since).
     down: AtomicBool,
+    /// Taken out of read routing by hand ([`ReplicatedDatabase::drain`](crate::ReplicatedDatabase::drain)).
+    drained: AtomicBool,
     /// Consecutive failures; sets the back-off.
     failures: AtomicU32,
     /// Milliseconds since `epoch` when the node may next be checked (or tried, unmonitored).
@@ -191,6 +193,7 @@ impl Node {
             epoch: Instant::now(),
             breaker: parts.breaker,
             down: AtomicBool::new(false),
+            drained: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             retry_at_ms: AtomicU64::new(0),
             down_since_ms: AtomicU64::new(0),
@@ -341,6 +344,17 @@ impl Node {
     /// back-off while down.
     pub(crate) fn due_for_check(&self) -> bool {
         !self.is_down() || self.now_ms() >= self.retry_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// True while the node is taken out of read routing by hand.
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_drained(&self, drained: bool) {
+        if self.drained.swap(drained, Ordering::Relaxed) != drained {
+            tracing::warn!(node = %self.name, drained, "node taken {} read routing by hand", if drained { "out of" } else { "back into" });
+        }
     }
 
     pub(crate) fn is_monitored(&self) -> bool {

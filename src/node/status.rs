@@ -24,6 +24,8 @@ pub struct NodeStatus {
     /// True for a node that reports being a primary but is not the one in use (an old
     /// primary that came back, or a split brain): it gets no units.
     pub fenced: bool,
+    /// Taken out of read routing by hand ([`drain`](crate::ReplicatedDatabase::drain)).
+    pub drained: bool,
     /// Up (in routing) or down (its circuit open).
     pub up: bool,
     /// How long it has been down.
@@ -54,12 +56,13 @@ impl NodeStatus {
     }
 
     /// What its routing column says: `read-write`, `no writes` (the primary reports being a
-    /// replica), `read-only`, `fenced` or `standby`.
+    /// replica), `read-only`, `drained` (out of read routing by hand), `fenced` or `standby`.
     pub fn routing(&self) -> &'static str {
         match (self.current_primary, self.fenced, self.configured) {
             (true, _, _) if self.refuses_writes() => "no writes",
             (true, _, _) => "read-write",
             (false, true, _) => "fenced",
+            (false, false, _) if self.drained => "drained",
             (false, false, Role::Replica) if self.server_role != ServerRole::Primary => "read-only",
             _ => "standby",
         }
@@ -139,6 +142,7 @@ mod tests {
             server_role,
             current_primary,
             fenced: false,
+            drained: false,
             up: true,
             down_for: None,
             last_error: None,

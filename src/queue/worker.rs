@@ -185,11 +185,15 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(5);
 /// `status()` read: a few broker round trips).
 async fn publish_status(queue: Queue, mut stopped: watch::Receiver<bool>) {
     loop {
-        if let Err(err) = queue.status().await {
-            tracing::debug!(%err, "queue status unavailable");
-        }
+        // a broker that does not answer holds neither this loop nor `stop()`
+        let publish = async {
+            if let Err(err) = queue.status().await {
+                tracing::debug!(%err, "queue status unavailable");
+            }
+            tokio::time::sleep(STATUS_INTERVAL).await;
+        };
         tokio::select! {
-            _ = tokio::time::sleep(STATUS_INTERVAL) => {}
+            _ = publish => {}
             _ = stopped.wait_for(|stop| *stop) => return,
         }
     }

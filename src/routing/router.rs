@@ -228,10 +228,11 @@ impl Router {
         Ok(primary)
     }
 
-    /// True when a read-only unit may use replica `node`: up, not (or no longer) a primary, and
-    /// within `max_lag` when one is given.
+    /// True when a read-only unit may use replica `node`: up, not drained by hand, not (or no
+    /// longer) a primary, and within `max_lag` when one is given.
     fn readable(node: &Node, max_lag: Option<Duration>) -> bool {
         node.is_available()
+            && !node.is_drained()
             && node.server_role() != ServerRole::Primary
             && max_lag.is_none_or(|bound| node.lag_within(bound))
     }
@@ -325,6 +326,7 @@ impl Status {
                 server_role,
                 current_primary,
                 fenced,
+                drained: n.is_drained(),
                 up: !n.is_down(),
                 down_for: n.down_for(),
                 last_error: n.last_error().filter(|_| n.is_down()),

@@ -12,8 +12,9 @@
 //! # }
 //! ```
 //!
-//! Read-only unless told: [`allow_actions`](StatusPage::allow_actions) turns on retrying and
-//! dropping dead letters, each request carrying `Authorization: Bearer <token>`. Everything a
+//! Read-only unless told: [`allow_actions`](StatusPage::allow_actions) turns on taking a node
+//! out of read routing by hand (and back), and retrying and dropping dead letters, each
+//! request carrying `Authorization: Bearer <token>`. Everything a
 //! node or a command says (names, errors) reaches the page as text, never as markup.
 
 use std::sync::Arc;
@@ -107,7 +108,8 @@ impl StatusPage {
         self
     }
 
-    /// Turns on the page's actions (retry or drop a dead letter), each allowed only with
+    /// Turns on the page's actions (drain or undrain a node, retry or drop a dead letter), each
+    /// allowed only with
     /// `Authorization: Bearer <token>`; the page asks for the token when one is used. Serve
     /// the page over TLS and behind your own authentication too: the view names your nodes.
     /// A token shorter than 16 bytes is refused (actions stay off).
@@ -122,17 +124,19 @@ impl StatusPage {
     }
 
     /// The router: `GET /` the page, `GET /status.json` the view, and with actions on,
-    /// `POST /queues/{queue}/dead-letters/{entry}/retry` and `…/drop`. Mount it with
-    /// `Router::nest`.
+    /// `POST /nodes/{node}/drain` and `…/undrain`, `POST
+    /// /queues/{queue}/dead-letters/{entry}/retry` and `…/drop`. Mount it with `Router::nest`.
     pub fn router(self) -> Router {
         let mut router = Router::new()
             .route("/", get(page))
             .route("/status.json", get(view));
         if self.token.is_some() {
-            router = router.route(
-                "/queues/{queue}/dead-letters/{entry}/{action}",
-                post(dead_letter_action),
-            );
+            router = router
+                .route(
+                    "/queues/{queue}/dead-letters/{entry}/{action}",
+                    post(dead_letter_action),
+                )
+                .route("/nodes/{node}/{action}", post(node_action));
         }
         router.with_state(Arc::new(self))
     }
@@ -313,6 +317,55 @@ async fn view(State(page): State<Arc<StatusPage>>) -> Response {
         .into_response()
 }
 
+/// The answer to a request without the page's bearer token; `None` when it has it.
+fn refusal(page: &StatusPage, headers: &HeaderMap) -> Option<Response> {
+    let Some(token) = &page.token else {
+        return Some(StatusCode::NOT_FOUND.into_response());
+    };
+    if authorized(headers, token) {
+        return None;
+    }
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a bearer token is required",
+        )
+            .into_response(),
+    )
+}
+
+/// `POST /nodes/{node}/drain` or `…/undrain`: takes a node out of read routing by hand, or
+/// puts it back ([`ReplicatedDatabase::drain`]).
+async fn node_action(
+    State(page): State<Arc<StatusPage>>,
+    Path((node, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = refusal(&page, &headers) {
+        return refused;
+    }
+    let Some((_, db)) = page
+        .clusters
+        .iter()
+        .find(|(_, db)| db.node(&node).is_some())
+    else {
+        return (StatusCode::NOT_FOUND, "no such node").into_response();
+    };
+    let done = match action.as_str() {
+        "drain" => db.drain(&node),
+        "undrain" => db.undrain(&node),
+        _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
+    };
+    match done {
+        Ok(()) => {
+            tracing::warn!(node, action, "status page: node action");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+    }
+}
+
 /// True when `headers` carry `Authorization: Bearer <token>`; compared in constant time.
 fn authorized(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
@@ -331,16 +384,8 @@ async fn dead_letter_action(
     Path((queue, entry, action)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(token) = &page.token else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    if !authorized(&headers, token) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a bearer token is required",
-        )
-            .into_response();
+    if let Some(refused) = refusal(&page, &headers) {
+        return refused;
     }
     let Some(queue) = page.queues.iter().find(|q| q.name() == queue) else {
         return (StatusCode::NOT_FOUND, "no such queue").into_response();
