@@ -21,6 +21,10 @@ use sea_orm_replica::web::StatusPage;
 use sea_orm_replica::MigrateOptions;
 use serde_json::json;
 
+/// A node name that is markup with a script in it.
+const HOSTILE: &str =
+    "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
+
 fn enabled() -> bool {
     let set = |n: &str| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
     let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
@@ -95,7 +99,16 @@ async fn a_frozen_replica_shows_down_on_the_status_page_within_two_refreshes() {
     let db = cluster.builder().connect().await.unwrap();
     db.migrate::<Migrator>(MigrateOptions::new()).await.unwrap();
     let refresh = Duration::from_millis(500);
-    let service = app::app(db.clone()).merge(app::ops(StatusPage::new(&db).refresh(refresh), None));
+    // a second page over a node whose name is markup: it must show as text, never run
+    let lite = common::sqlite().unwrap();
+    let evil = sea_orm_replica::ReplicatedDatabase::builder()
+        .primary_node(sea_orm_replica::NodeConfig::new(&lite.primary).name(HOSTILE))
+        .connect()
+        .await
+        .unwrap();
+    let service = app::app(db.clone())
+        .merge(app::ops(StatusPage::new(&db).refresh(refresh), None))
+        .nest("/evil", StatusPage::new(&evil).router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, service).await });
@@ -237,6 +250,41 @@ async fn a_frozen_replica_shows_down_on_the_status_page_within_two_refreshes() {
     tokio::task::spawn_blocking(move || c.resume("replica1"))
         .await
         .unwrap();
+
+    // hostile text from a node: shown as text, no element made of it, no script run
+    client.goto(&format!("http://{addr}/evil")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = eval(
+            &client,
+            "return document.querySelector('tr[data-node] td')?.textContent ?? null;",
+        )
+        .await;
+        if shown.as_str() == Some(HOSTILE) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hostile name never showed as text: {shown}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let images = eval(
+        &client,
+        "return document.querySelectorAll('img, main script').length;",
+    )
+    .await;
+    assert_eq!(
+        images.as_u64(),
+        Some(0),
+        "markup from a node name became elements"
+    );
+    let title = eval(&client, "return document.title;").await;
+    assert_eq!(
+        title.as_str(),
+        Some("sea-orm-replica status"),
+        "a node name ran script"
+    );
     client.close().await.unwrap();
     drop(driver);
 }
