@@ -623,8 +623,9 @@ impl sea_orm_replica::queue::Command for Tick {
 }
 
 /// 5 commands enqueued with no worker: the depth gauge says 5 and the oldest age is set; a
-/// worker applies them: the applied counter says 5 and the depth gauge returns to 0. On a
-/// private Redis (own port, AOF) and SQLite.
+/// worker applies them: Redis pushes each settlement (a second broker hears them), the
+/// applied counter says 5 and the depth gauge returns to 0. On a private Redis (own port,
+/// AOF) and SQLite.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_depth_age_and_applied_are_published() {
     use sea_orm_replica::queue::{Queue, RedisBroker};
@@ -664,7 +665,42 @@ async fn queue_depth_age_and_applied_are_published() {
         .is_some_and(|age| age >= 0.0));
     assert_eq!(rec.gauge(names::QUEUE_DEAD_LETTERS, &q), Some(0.0));
 
+    // a second broker on the same queue hears the settlements Redis pushes
+    let watcher = RedisBroker::connect(redis.url(), &name).await.unwrap();
+    use sea_orm_replica::queue::Broker;
+    let pushed: Vec<_> = tickets.iter().map(|t| watcher.settled(t.id())).collect();
+    let never = watcher.settled(uuid::Uuid::now_v7());
+    // the watcher subscribes in the background: start the worker once Redis counts it
+    let mut admin = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let channel = format!("sor:{{{name}}}:settled");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, subscribers): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&channel)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if subscribers >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher never subscribed to {channel}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let worker = queue.worker(db.clone()).spawn();
+    for push in pushed {
+        tokio::time::timeout(Duration::from_secs(20), push)
+            .await
+            .expect("Redis pushed the settlement");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), never).await.is_err(),
+        "no push for a command never enqueued"
+    );
     for t in &tickets {
         queue.wait(t, Duration::from_secs(20)).await.unwrap();
     }

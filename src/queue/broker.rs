@@ -3,6 +3,8 @@
 //! token. [`RedisBroker`](super::RedisBroker) is the first; NATS JetStream (dedup by message id,
 //! acks, raft-replicated streams) can implement the same trait.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -131,6 +133,16 @@ pub trait Broker: Send + Sync + 'static {
     /// The token left by [`ack`](Self::ack) for `id`, if the command was applied; for a
     /// dead-lettered command, `Err` text starting with `dead: `.
     async fn outcome(&self, id: Uuid) -> Result<Option<Result<String, String>>, BrokerError>;
+
+    /// A future that resolves when the broker pushes word that `id` was settled (acknowledged
+    /// or dead-lettered). Interest is registered by this call, before the future is polled, so
+    /// a settlement after it is not missed. Best effort: a push lost on the way costs
+    /// [`wait`](super::Queue::wait) only its next poll of [`outcome`](Self::outcome). The
+    /// default never resolves (a broker without pushes: `wait` polls).
+    fn settled(&self, id: Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        let _ = id;
+        Box::pin(std::future::pending())
+    }
 
     /// Pending commands, the oldest one's age, dead letters.
     async fn depth(&self, partitions: u32) -> Result<Depth, BrokerError>;

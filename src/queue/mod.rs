@@ -450,6 +450,8 @@ impl Queue {
         let until = tokio::time::Instant::now() + timeout;
         let mut pause = Duration::from_millis(1);
         loop {
+            // registered before the look, so a settlement right after it wakes us
+            let settled = self.inner.broker.settled(ticket.0);
             match self
                 .inner
                 .broker
@@ -468,8 +470,12 @@ impl Queue {
                 }
                 None if tokio::time::Instant::now() >= until => return Ok(None),
                 None => {
+                    // the broker's push, or the next poll (a push is best effort)
                     let left = until.saturating_duration_since(tokio::time::Instant::now());
-                    tokio::time::sleep(pause.min(left)).await;
+                    tokio::select! {
+                        _ = settled => {}
+                        _ = tokio::time::sleep(pause.min(left)) => {}
+                    }
                     pause = (pause * 2).min(Duration::from_millis(20));
                 }
             }

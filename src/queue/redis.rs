@@ -5,7 +5,9 @@
 //! `p<i>`: the next owner of a partition re-reads what the last one left unacknowledged),
 //! `sor:{NAME}:depth` (pending count), `sor:{NAME}:lease:<i>` (partition ownership),
 //! `sor:{NAME}:attempts` (failed attempts per command), `sor:{NAME}:dead` (dead letters),
-//! `sor:{NAME}:done:<id>` (the applied command's causal token, for `wait`).
+//! `sor:{NAME}:done:<id>` (the applied command's causal token, for `wait`); the channel
+//! `sor:{NAME}:settled` carries each settled command's id (`wait` wakes on it, and polls too:
+//! a push is best effort).
 //!
 //! Durability: a publish returns when Redis has answered the script that stored it. With
 //! `appendonly yes` and `appendfsync always`, Redis writes and fsyncs the AOF before it sends
@@ -16,13 +18,18 @@
 //! Replicas add nothing here unless the application waits for them (`WAIT`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Script};
-use tokio::sync::Mutex;
+use futures_util::StreamExt;
+use tokio::sync::{oneshot, Mutex};
 use uuid::Uuid;
 
 use super::broker::{Broker, BrokerError, DeadLetter, Delivery, Depth, Message};
@@ -43,6 +50,7 @@ redis.call('XDEL', KEYS[1], ARGV[1])
 if n == 1 then redis.call('DECR', KEYS[2]) end
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[4], 'ok:' .. ARGV[3], 'PX', ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[2])
 return n
 ";
 
@@ -55,6 +63,7 @@ end
 redis.call('XDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[5], 'dead:' .. ARGV[5], 'PX', ARGV[7])
+redis.call('PUBLISH', ARGV[8], ARGV[2])
 return n
 ";
 
@@ -83,6 +92,8 @@ pub struct RedisBroker {
     grouped: std::sync::Mutex<std::collections::HashSet<u32>>,
     prefix: String,
     scripts: Scripts,
+    /// The `wait`s waiting for a push, and whether the listener runs.
+    pushes: Arc<Pushes>,
 }
 
 struct Scripts {
@@ -129,6 +140,7 @@ impl RedisBroker {
             readers: Mutex::new(HashMap::new()),
             grouped: std::sync::Mutex::new(std::collections::HashSet::new()),
             prefix: format!("sor:{{{name}}}"),
+            pushes: Arc::default(),
             scripts: Scripts {
                 publish: Script::new(PUBLISH),
                 ack: Script::new(ACK),
@@ -157,6 +169,92 @@ impl RedisBroker {
             .map_err(unavailable)?;
         readers.insert(partition, conn.clone());
         Ok(conn)
+    }
+}
+
+/// Settlements pushed by Redis (`PUBLISH` in the ack and dead-letter scripts), handed to the
+/// `wait`s that registered for them.
+#[derive(Default)]
+struct Pushes {
+    waiters: std::sync::Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
+    listening: AtomicBool,
+}
+
+/// Registrations kept before the abandoned ones (a `wait` that timed out) are swept.
+const SWEEP_AT: usize = 1024;
+
+impl Pushes {
+    fn register(&self, id: Uuid) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+        if waiters.len() >= SWEEP_AT {
+            waiters.retain(|_, senders| {
+                senders.retain(|s| !s.is_closed());
+                !senders.is_empty()
+            });
+        }
+        waiters.entry(id).or_default().push(tx);
+        rx
+    }
+
+    fn settle(&self, id: Uuid) {
+        let senders = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        for tx in senders.into_iter().flatten() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Listens on `channel` while the broker lives, reconnecting with back-off; each id pushed
+/// wakes its waiters.
+async fn listen(client: redis::Client, channel: String, pushes: Weak<Pushes>) {
+    /// Ended (the broker dropped, or the runtime that ran it shut down): the next `wait` on a
+    /// live broker starts another.
+    struct Ended(Weak<Pushes>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            if let Some(pushes) = self.0.upgrade() {
+                pushes.listening.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+    let _ended = Ended(pushes.clone());
+    let mut backoff = Duration::from_millis(100);
+    while pushes.strong_count() > 0 {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => {
+                if pubsub.subscribe(&channel).await.is_ok() {
+                    backoff = Duration::from_millis(100);
+                    let mut messages = pubsub.on_message();
+                    loop {
+                        // a tick now and then, to stop once the broker is gone
+                        let next =
+                            tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
+                        let Some(pushes) = pushes.upgrade() else { return };
+                        match next {
+                            Ok(Some(msg)) => {
+                                let id = msg
+                                    .get_payload::<String>()
+                                    .ok()
+                                    .and_then(|p| p.parse().ok());
+                                if let Some(id) = id {
+                                    pushes.settle(id);
+                                }
+                            }
+                            Ok(None) => break, // the connection is gone: reconnect
+                            Err(_) => {}
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "queue push channel unavailable; wait polls"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -331,6 +429,7 @@ impl Broker for RedisBroker {
             .arg(delivery.message.id.to_string())
             .arg(token)
             .arg(keep.as_millis().max(1) as u64)
+            .arg(self.key("settled"))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -370,6 +469,7 @@ impl Broker for RedisBroker {
             .arg(error)
             .arg(attempts)
             .arg(24 * 3600 * 1000u64)
+            .arg(self.key("settled"))
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(unavailable)?;
@@ -387,6 +487,21 @@ impl Broker for RedisBroker {
             Some(token) => Ok(token.to_owned()),
             None => Err(v.strip_prefix("dead:").unwrap_or(&v).to_owned()),
         }))
+    }
+
+    fn settled(&self, id: Uuid) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        if !self.pushes.listening.swap(true, Ordering::Relaxed) {
+            tokio::spawn(listen(
+                self.client.clone(),
+                self.key("settled"),
+                Arc::downgrade(&self.pushes),
+            ));
+        }
+        let rx = self.pushes.register(id);
+        Box::pin(async move {
+            // a dropped sender (never, while the broker lives) resolves too: wait polls
+            let _ = rx.await;
+        })
     }
 
     async fn depth(&self, partitions: u32) -> Result<Depth, BrokerError> {
