@@ -688,7 +688,10 @@ async fn queue_depth_age_and_applied_are_published() {
         if subscribers >= 1 {
             break;
         }
-        assert!(Instant::now() < deadline, "the watcher never subscribed to {channel}");
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never subscribed to {channel}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let worker = queue.worker(db.clone()).spawn();
@@ -698,7 +701,9 @@ async fn queue_depth_age_and_applied_are_published() {
             .expect("Redis pushed the settlement");
     }
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), never).await.is_err(),
+        tokio::time::timeout(Duration::from_millis(300), never)
+            .await
+            .is_err(),
         "no push for a command never enqueued"
     );
     for t in &tickets {

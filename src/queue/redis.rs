@@ -25,10 +25,10 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Script};
-use futures_util::StreamExt;
 use tokio::sync::{oneshot, Mutex};
 use uuid::Uuid;
 
@@ -234,7 +234,9 @@ async fn listen(client: redis::Client, channel: String, pushes: Weak<Pushes>) {
                         // a tick now and then, to stop once the broker is gone
                         let next =
                             tokio::time::timeout(Duration::from_secs(1), messages.next()).await;
-                        let Some(pushes) = pushes.upgrade() else { return };
+                        let Some(pushes) = pushes.upgrade() else {
+                            return;
+                        };
                         match next {
                             Ok(Some(msg)) => {
                                 let id = msg
