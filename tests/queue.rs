@@ -640,6 +640,66 @@ async fn a_worker_killed_mid_batch_is_taken_over_and_nothing_applies_twice() {
     assert_once_in_order(&rows(&s.db, &s.run).await, 150);
 }
 
+/// A worker's futures dropped wherever they are (its runtime shut down mid-apply: in a
+/// statement, in COMMIT, in the acknowledgement), its handle with them; the next worker takes
+/// the partitions once the leases lapse: every command applied once, in order per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_dropped_mid_apply_is_taken_over_and_nothing_applies_twice() {
+    let Some(s) = setup(None).await else { return };
+    let Some(c) = cluster(DbBackend::Postgres) else {
+        return;
+    };
+    let writes: Vec<Write> = (0..150)
+        .map(|i| Write {
+            run: s.run.clone(),
+            key: format!("k{}", i % 5),
+            seq: i,
+            poison: false,
+            slow: true,
+        })
+        .collect();
+    let mut tickets = Vec::new();
+    for w in &writes {
+        tickets.push(s.queue.enqueue(w).await.unwrap());
+    }
+    let url = s.redis.url().to_owned();
+    let (drop_now, dropped) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let worker = rt.block_on(async {
+            let db = c.handle().await;
+            let q = queue(RedisBroker::connect(&url, "probe").await.unwrap());
+            q.worker(db).lease(Duration::from_secs(1)).spawn()
+        });
+        let _ = dropped.recv();
+        // every task's future dropped at the await it is in; then the handle
+        rt.shutdown_background();
+        drop(worker);
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rows(&s.db, &s.run).await.len() < 40 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker applied nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    drop_now.send(()).unwrap();
+    tokio::task::spawn_blocking(move || other.join().unwrap())
+        .await
+        .unwrap();
+    let by_dropped = rows(&s.db, &s.run).await.len();
+    let worker = s.queue.worker(s.db.clone()).spawn();
+    wait_all(&s.queue, &tickets).await;
+    let stats = worker.stop().await;
+    eprintln!("the dropped worker applied {by_dropped}; the next: {stats:?}");
+    assert_once_in_order(&rows(&s.db, &s.run).await, 150);
+}
+
 #[tokio::test]
 #[ignore = "the child process of a_worker_killed_mid_batch_is_taken_over_and_nothing_applies_twice"]
 async fn queue_worker_child() {
