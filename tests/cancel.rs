@@ -65,14 +65,7 @@ fn seed() -> u64 {
 }
 
 fn fault_tests_enabled() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
-    if !on {
-        eprintln!(
-            "SIGSTOP cancellation test skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)"
-        );
-    }
-    on
+    common::fault_tests_enabled("SIGSTOP cancellation test")
 }
 
 fn short_id() -> String {

@@ -26,12 +26,7 @@ use sea_orm_replica::{
 };
 
 fn enabled() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
-    if !on {
-        eprintln!("fault-injection tests skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
-    }
-    on
+    common::fault_tests_enabled("fault-injection tests")
 }
 
 fn load_time() -> Duration {

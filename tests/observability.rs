@@ -725,9 +725,7 @@ async fn queue_depth_age_and_applied_are_published() {
 /// `SOR_REQUIRE_CLUSTER=1` or `CI`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_is_counted_with_its_new_primary() {
-    let set = |n: &str| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    if !(set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI")) {
-        eprintln!("failover metrics test skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
+    if !common::fault_tests_enabled("failover metrics test") {
         return;
     }
     let rec = recorder();

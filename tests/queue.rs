@@ -462,8 +462,7 @@ async fn a_full_queue_refuses_typed_and_stores_nothing() {
 
 /// Fault tests run when `SOR_FAULT_TESTS`, `SOR_REQUIRE_CLUSTER` or `CI` is set.
 fn faults_enabled() -> bool {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0");
-    set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI")
+    common::fault_tests_enabled("queue fault test")
 }
 
 /// What an enqueuer got: acknowledged tickets with their writes, and failed writes.

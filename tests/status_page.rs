@@ -26,12 +26,7 @@ const HOSTILE: &str =
     "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>";
 
 fn enabled() -> bool {
-    let set = |n: &str| std::env::var(n).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
-    if !on {
-        eprintln!("status page browser test skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
-    }
-    on
+    common::fault_tests_enabled("status page browser test")
 }
 
 /// chromedriver on a port of its own; killed when dropped.

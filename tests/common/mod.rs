@@ -245,6 +245,19 @@ pub fn port_of(url: &str) -> i64 {
         .map_or(0, i64::from)
 }
 
+/// True when the fault-injection tests run (they start clusters of their own and break them):
+/// `SOR_FAULT_TESTS`, `SOR_REQUIRE_CLUSTER` or `CI` set (`scripts/test.sh` sets them).
+/// Otherwise says which test (`what`) is skipped and how to run it.
+pub fn fault_tests_enabled(what: &str) -> bool {
+    let set =
+        |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    let on = set("SOR_FAULT_TESTS") || set("SOR_REQUIRE_CLUSTER") || set("CI");
+    if !on {
+        eprintln!("{what} skipped: set SOR_FAULT_TESTS=1 (scripts/test.sh does)");
+    }
+    on
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
