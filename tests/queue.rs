@@ -82,19 +82,29 @@ async fn setup(max_pending: Option<u64>) -> Option<Setup> {
 /// `queue_probe` and the example migrations (with `sor_applied`) on `db`, a private Redis,
 /// and the queue.
 async fn setup_on(db: ReplicatedDatabase, max_pending: Option<u64>) -> Setup {
-    db.primary()
-        .connection()
-        .execute_unprepared(
-            "CREATE TABLE IF NOT EXISTS queue_probe (row_id bigserial PRIMARY KEY, run text NOT NULL, \
-             key text NOT NULL, seq bigint NOT NULL)",
-        )
-        .await
-        .expect("queue_probe");
+    // once per cluster and process: PostgreSQL's CREATE TABLE IF NOT EXISTS is not safe
+    // against itself run at once from parallel tests (a unique violation in pg_type)
+    static CREATED: tokio::sync::Mutex<BTreeSet<String>> =
+        tokio::sync::Mutex::const_new(BTreeSet::new());
+    let mut created = CREATED.lock().await;
+    if !created.contains(db.primary().url()) {
+        db.primary()
+            .connection()
+            .execute_unprepared(
+                "CREATE TABLE IF NOT EXISTS queue_probe (row_id bigserial PRIMARY KEY, run text NOT NULL, \
+                 key text NOT NULL, seq bigint NOT NULL)",
+            )
+            .await
+            .expect("queue_probe");
+        created.insert(db.primary().url().to_owned());
+    }
+    // migrations too, one test at a time (their bookkeeping table has the same race)
     db.migrate::<migration::Migrator>(
         MigrateOptions::new().wait_for_replicas(Duration::from_secs(30)),
     )
     .await
     .expect("migrated, replicas caught up");
+    drop(created);
     let redis = tokio::task::spawn_blocking(PrivateRedis::start)
         .await
         .unwrap()
@@ -581,6 +591,48 @@ async fn redis_killed_and_restarted_from_its_aof_loses_no_acknowledged_command()
     assert_eq!(s.queue.status().await.unwrap().pending, 0);
 }
 
+/// Commands in the take-over tests.
+const TAKE_OVER: u32 = 150;
+
+/// `n` slow writes (20 ms in their transaction) over 5 keys, enqueued: their tickets.
+async fn enqueue_slow(s: &Setup, n: u32) -> Vec<Ticket> {
+    let mut tickets = Vec::new();
+    for i in 0..n {
+        let w = Write {
+            run: s.run.clone(),
+            key: format!("k{}", i % 5),
+            seq: i,
+            poison: false,
+            slow: true,
+        };
+        tickets.push(s.queue.enqueue(&w).await.unwrap());
+    }
+    tickets
+}
+
+/// Waits (60 s at most) until `at_least` commands of the run are applied.
+async fn until_applied(s: &Setup, at_least: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while rows(&s.db, &s.run).await.len() < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first worker applied too little"
+        );
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+}
+
+/// Another worker takes the partitions once the first one's leases (1 s) lapse and finishes:
+/// every command once, in order per key.
+async fn take_over(s: &Setup, tickets: &[Ticket], first: &str) {
+    let by_first = rows(&s.db, &s.run).await.len();
+    let worker = s.queue.worker(s.db.clone()).spawn();
+    wait_all(&s.queue, tickets).await;
+    let stats = worker.stop().await;
+    eprintln!("{first} applied {by_first}; the next worker: {stats:?}");
+    assert_once_in_order(&rows(&s.db, &s.run).await, TAKE_OVER as usize);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_batch_is_taken_over_and_nothing_applies_twice() {
     use std::io::{BufRead, BufReader};
@@ -588,19 +640,7 @@ async fn a_worker_killed_mid_batch_is_taken_over_and_nothing_applies_twice() {
         return;
     }
     let Some(s) = setup(None).await else { return };
-    let writes: Vec<Write> = (0..150)
-        .map(|i| Write {
-            run: s.run.clone(),
-            key: format!("k{}", i % 5),
-            seq: i,
-            poison: false,
-            slow: true,
-        })
-        .collect();
-    let mut tickets = Vec::new();
-    for w in &writes {
-        tickets.push(s.queue.enqueue(w).await.unwrap());
-    }
+    let tickets = enqueue_slow(&s, TAKE_OVER).await;
     // a worker in another process, killed with SIGKILL once it has applied some
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
@@ -620,23 +660,10 @@ async fn a_worker_killed_mid_batch_is_taken_over_and_nothing_applies_twice() {
             eprintln!("child: {line}");
         }
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while rows(&s.db, &s.run).await.len() < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the child applied nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_applied(&s, 40).await;
     child.kill().unwrap(); // SIGKILL, mid-batch
     child.wait().unwrap();
-    let by_child = rows(&s.db, &s.run).await.len();
-    // another worker takes the partitions once the child's leases (1 s) lapse
-    let worker = s.queue.worker(s.db.clone()).spawn();
-    wait_all(&s.queue, &tickets).await;
-    let stats = worker.stop().await;
-    eprintln!("the child applied {by_child} before kill -9; the next worker: {stats:?}");
-    assert_once_in_order(&rows(&s.db, &s.run).await, 150);
+    take_over(&s, &tickets, "the child, killed with SIGKILL,").await;
 }
 
 /// A worker's futures dropped wherever they are (its runtime shut down mid-apply: in a
@@ -648,19 +675,7 @@ async fn a_worker_dropped_mid_apply_is_taken_over_and_nothing_applies_twice() {
     let Some(c) = cluster(DbBackend::Postgres) else {
         return;
     };
-    let writes: Vec<Write> = (0..150)
-        .map(|i| Write {
-            run: s.run.clone(),
-            key: format!("k{}", i % 5),
-            seq: i,
-            poison: false,
-            slow: true,
-        })
-        .collect();
-    let mut tickets = Vec::new();
-    for w in &writes {
-        tickets.push(s.queue.enqueue(w).await.unwrap());
-    }
+    let tickets = enqueue_slow(&s, TAKE_OVER).await;
     let url = s.redis.url().to_owned();
     let (drop_now, dropped) = std::sync::mpsc::channel::<()>();
     let other = std::thread::spawn(move || {
@@ -679,24 +694,12 @@ async fn a_worker_dropped_mid_apply_is_taken_over_and_nothing_applies_twice() {
         rt.shutdown_background();
         drop(worker);
     });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while rows(&s.db, &s.run).await.len() < 40 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the worker applied nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(7)).await;
-    }
+    until_applied(&s, 40).await;
     drop_now.send(()).unwrap();
     tokio::task::spawn_blocking(move || other.join().unwrap())
         .await
         .unwrap();
-    let by_dropped = rows(&s.db, &s.run).await.len();
-    let worker = s.queue.worker(s.db.clone()).spawn();
-    wait_all(&s.queue, &tickets).await;
-    let stats = worker.stop().await;
-    eprintln!("the dropped worker applied {by_dropped}; the next: {stats:?}");
-    assert_once_in_order(&rows(&s.db, &s.run).await, 150);
+    take_over(&s, &tickets, "the dropped worker").await;
 }
 
 #[tokio::test]
