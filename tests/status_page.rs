@@ -29,13 +29,21 @@ fn enabled() -> bool {
     common::fault_tests_enabled("status page browser test")
 }
 
-/// chromedriver on a port of its own; killed when dropped.
-struct Driver(Child, u16);
+/// chromedriver on a port of its own, and the profile directory of the browser it starts.
+/// Dropped (a pass or a panic): the driver is killed, and so is every browser process on
+/// that profile (a browser whose session was never closed outlives its driver), then the
+/// directory is removed.
+struct Driver(Child, u16, std::path::PathBuf);
 
 impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.2.as_os_str())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.2);
     }
 }
 
@@ -50,7 +58,9 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver (Debian's chromium-driver; scripts/test.sh installs it)");
-    let driver = Driver(child, port);
+    let profile =
+        std::env::temp_dir().join(format!("sor-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let driver = Driver(child, port, profile);
     let deadline = Instant::now() + Duration::from_secs(20);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -123,7 +133,10 @@ async fn a_frozen_replica_shows_down_on_the_status_page_within_two_refreshes() {
         "goog:chromeOptions".into(),
         json!({
             "binary": "/usr/bin/chromium",
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"],
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1280,900", format!("--user-data-dir={}", driver.2.display()),
+            ],
         }),
     );
     let client =
