@@ -161,10 +161,7 @@ pub fn applied_table() -> sea_orm::sea_query::TableCreateStatement {
 /// message.
 pub fn record_applied_sql(id: &uuid::Uuid, more: &[uuid::Uuid], attempt: u32) -> String {
     use std::fmt::Write;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis();
+    let now = crate::consistency::unix_ms();
     let mut sql = format!("INSERT INTO {APPLIED_TABLE} (id, attempt, applied_at_ms) VALUES ");
     for (i, id) in std::iter::once(id).chain(more).enumerate() {
         let sep = if i == 0 { "" } else { ", " };

@@ -243,6 +243,14 @@ impl From<Position> for CausalToken {
     }
 }
 
+/// Milliseconds since the Unix epoch now (0 on a clock before it): what the library stamps
+/// records, samples and views with.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// True for a name a token can carry: what [`ShardedDatabase`](crate::shard::ShardedDatabase)
 /// accepts as a shard name (ASCII letters, digits, `_` and `-`, 1 to 64 of them), so the
 /// token stays a cookie-safe string.

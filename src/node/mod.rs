@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::backend::Dialect;
 pub use crate::backend::{Probe, ServerRole};
-use crate::consistency::Position;
+use crate::consistency::{unix_ms, Position};
 use crate::observe::record::{Address, NodeMetrics, Played};
 pub use crate::observe::PoolUse;
 use pools::Pools;
@@ -622,9 +622,7 @@ impl Node {
         let [rw, ro] = self.pool_use();
         self.metrics.pool(false, rw);
         self.metrics.pool(true, ro);
-        let at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, ms);
+        let at_ms = unix_ms();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         if history.len() >= HISTORY {
             history.pop_front();
@@ -638,10 +636,7 @@ impl Node {
 
     /// The samples of the last `window` (oldest first).
     pub fn history(&self, window: Duration) -> Vec<Sample> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, ms);
-        let from = now.saturating_sub(ms(window));
+        let from = unix_ms().saturating_sub(ms(window));
         let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         history
             .iter()

@@ -60,7 +60,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use sea_orm::DbErr;
 use serde::de::DeserializeOwned;
@@ -72,7 +72,7 @@ pub use broker::{Broker, BrokerError, DeadLetter, Delivery, Depth, Message};
 pub use redis::RedisBroker;
 pub use worker::{Worker, WorkerBuilder, WorkerStats};
 
-use crate::consistency::CausalToken;
+use crate::consistency::{unix_ms, CausalToken};
 use crate::observe::record::QueueMetrics;
 use crate::shard::{Hash, ShardKey};
 use crate::unit::access::ReadWrite;
@@ -336,13 +336,6 @@ impl fmt::Display for QueueStatus {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
-}
-
 impl Queue {
     pub(crate) fn from_inner(inner: Arc<QueueInner>) -> Self {
         Queue { inner }
@@ -490,7 +483,7 @@ impl Queue {
             .depth(self.inner.partitions)
             .await
             .map_err(self.broker_error())?;
-        let now = now_ms();
+        let now = unix_ms();
         let oldest_pending_ms = depth.oldest_ms.map(|t| now.saturating_sub(t));
         self.inner.metrics.status(
             depth.pending,

@@ -529,10 +529,7 @@ impl<'a> Coordinator<'a> {
 
     /// Inserts the decision for `gid` unless one exists (the first decision wins).
     async fn record(&self, gid: &str, commit: bool) -> Result<(), DbErr> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
+        let now = i64::try_from(crate::consistency::unix_ms()).unwrap_or(i64::MAX);
         let insert = Query::insert()
             .into_table(Alias::new(DECISION_TABLE))
             .columns([

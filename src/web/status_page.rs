@@ -18,7 +18,7 @@
 //! node or a command says (names, errors) reaches the page as text, never as markup.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -200,9 +200,7 @@ impl StatusPage {
             });
         }
         StatusView {
-            generated_at_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
+            generated_at_ms: crate::consistency::unix_ms(),
             refresh_ms: self.refresh.as_millis() as u64,
             window_ms: self.window.as_millis() as u64,
             actions: self.token.is_some(),
