@@ -233,6 +233,20 @@ async fn units_are_counted_on_the_node_that_served_them(c: &Cluster) {
     );
     assert_eq!(rec.counter(names::FALLBACKS, &[(names::NODE, &p)]), 0);
 
+    // a read after a fresh write's token: one more causal wait (handle-wide, so at least one:
+    // other tests of this binary read with tokens too), one more duration sample
+    let waits_before = rec.counter(names::CAUSAL_WAITS, &[]);
+    let unit = db.begin_read_write();
+    unit.execute_unprepared("SELECT 1").await.unwrap();
+    let token = unit.commit_causal().await.unwrap();
+    let unit = db.begin_unit::<sea_orm_replica::ReadOnly>(
+        sea_orm_replica::UnitOptions::default().after(&token),
+    );
+    served_by(&unit).await.unwrap();
+    unit.commit().await.unwrap();
+    assert!(rec.counter(names::CAUSAL_WAITS, &[]) > waits_before);
+    assert!(rec.samples(names::CAUSAL_WAIT_DURATION, &[]) >= 1);
+
     // the monitor's gauges: lag known, breaker closed, the read-only pool's maximum
     let published = eventually(Duration::from_secs(10), || {
         rec.gauge(names::LAG, &[(names::NODE, &r)])

@@ -519,7 +519,6 @@ impl Node {
             u64::try_from(d.as_millis()).unwrap_or(LAG_UNKNOWN - 1)
         });
         self.lag_ms.store(ms, Ordering::Relaxed);
-        self.metrics.lag(lag);
     }
 
     /// True when the node's measured lag is within `bound` (an unknown lag is not).

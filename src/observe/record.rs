@@ -302,15 +302,25 @@ pub(crate) mod handle {
         count(&ELECTIONS, 1);
     }
 
-    /// A read with a causal token was routed for `reason` after `took`.
-    pub(crate) fn causal_wait(label: &'static str, took: Duration) {
-        // one key per outcome; few outcomes, built on demand (causal waits are not the hot path)
-        let labels = vec![Label::from_static_parts(names::ROUTE_REASON, label)];
-        count(&Key::from_parts(names::CAUSAL_WAITS, labels.clone()), 1);
-        record(
-            &Key::from_parts(names::CAUSAL_WAIT_DURATION, labels),
-            took.as_secs_f64(),
-        );
+    /// The causal-wait counter and histogram keys per route reason, built on first sight.
+    static CAUSAL: [OnceLock<(Key, Key)>; REASONS] = [const { OnceLock::new() }; REASONS];
+
+    /// A read with a causal token was routed for reason `label` (`index`: see
+    /// `RouteReason::index`) after `took`. Every read with a token not known to be
+    /// replayed comes here: its keys are built once, never per read.
+    pub(crate) fn causal_wait(index: usize, label: &'static str, took: Duration) {
+        let Some(cell) = CAUSAL.get(index) else {
+            return;
+        };
+        let (waits, duration) = cell.get_or_init(|| {
+            let labels = vec![Label::from_static_parts(names::ROUTE_REASON, label)];
+            (
+                Key::from_parts(names::CAUSAL_WAITS, labels.clone()),
+                Key::from_parts(names::CAUSAL_WAIT_DURATION, labels),
+            )
+        });
+        count(waits, 1);
+        record(duration, took.as_secs_f64());
     }
 }
 

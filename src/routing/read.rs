@@ -24,6 +24,7 @@ pub(crate) async fn route_read(
             let route = Box::pin(route_causal(router, consistency, max_wait)).await;
             if let Ok(route) = &route {
                 crate::observe::record::handle::causal_wait(
+                    route.reason.index(),
                     route.reason.label(),
                     started.elapsed(),
                 );
