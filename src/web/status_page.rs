@@ -31,7 +31,7 @@ use crate::node::status::NodeStatus;
 use crate::node::Sample;
 use crate::queue::{Queue, QueueStatus};
 use crate::shard::ShardedDatabase;
-use crate::ReplicatedDatabase;
+use crate::{ReplicaError, ReplicatedDatabase};
 
 /// The page's HTML, script and styles.
 const PAGE: &str = include_str!("status_page.html");
@@ -252,7 +252,8 @@ pub struct NodeView {
     /// The status line.
     #[serde(flatten)]
     pub status: NodeStatus,
-    /// The routing column: `read-write`, `read-only`, `fenced`, `no writes`, `standby`.
+    /// The routing column: `read-write`, `read-only`, `drained`, `fenced`, `no writes`,
+    /// `standby`.
     pub routing: &'static str,
     /// Lag in ms, when known.
     pub lag_ms: Option<u64>,
@@ -355,11 +356,23 @@ async fn node_action(
         "undrain" => db.undrain(&node),
         _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
     };
+    answer(done.map(|()| true), &action, &node, "no such node")
+}
+
+/// The answer to an action on `target`: 204 when done (and logged: it changed state), 404
+/// (`missing`) when there was nothing to act on, 400 with the error.
+fn answer(
+    done: Result<bool, ReplicaError>,
+    action: &str,
+    target: &str,
+    missing: &'static str,
+) -> Response {
     match done {
-        Ok(()) => {
-            tracing::warn!(node, action, "status page: node action");
+        Ok(true) => {
+            tracing::warn!(action, target, "status page: action taken");
             StatusCode::NO_CONTENT.into_response()
         }
+        Ok(false) => (StatusCode::NOT_FOUND, missing).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     }
 }
@@ -393,19 +406,8 @@ async fn dead_letter_action(
         "drop" => queue.drop_dead_letter(&entry).await.map(|d| d.is_some()),
         _ => return (StatusCode::NOT_FOUND, "no such action").into_response(),
     };
-    match done {
-        Ok(true) => {
-            tracing::warn!(
-                queue = queue.name(),
-                entry,
-                action,
-                "status page: dead letter action"
-            );
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Ok(false) => (StatusCode::NOT_FOUND, "no such dead letter").into_response(),
-        Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
-    }
+    let target = format!("{}/{entry}", queue.name());
+    answer(done, &action, &target, "no such dead letter")
 }
 
 #[cfg(test)]
